@@ -1,0 +1,18 @@
+"""hf_distill: dataset distillation (APM) for Hugging Face image datasets.
+
+Importing it registers hf_distill's small-input models with timm (convnet3, convnet4,
+resnet18_small, vgg11_small, alexnet_small).
+"""
+
+from .apm import apm_loss
+from .arguments import DistillationArguments
+from .data import ImageClassificationData, load_image_dataset
+from .distilled import DistilledSet, load_distilled, save_distilled
+from .models import create_model
+from .preprocessing import Preprocessing
+from .trainer import DistillationTrainer
+
+__version__ = "0.1.0"
+
+__all__ = ["DistillationArguments", "DistillationTrainer", "DistilledSet", "ImageClassificationData", "Preprocessing",
+           "apm_loss", "create_model", "load_distilled", "load_image_dataset", "save_distilled"]

@@ -1,0 +1,188 @@
+"""Image-classification data from `datasets`, decoded once into uint8 tensors.
+
+`load_image_dataset` accepts a Hub id, a local Hub-layout folder, an imagefolder directory,
+parquet files, or the built-in offline dataset `digits` (scikit-learn's 8x8 handwritten digits).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+from tqdm.auto import tqdm
+
+import datasets
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_DATASETS = ("digits",)
+DIGITS_TEST_FRACTION = 0.3
+DIGITS_SPLIT_SEED = 0
+IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values", "picture")
+LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "target", "class")
+TEST_SPLIT_NAMES = ("test", "validation", "valid", "val")
+_DECODE_BATCH = 1024
+
+
+@dataclass
+class ImageClassificationData:
+    """Train and test splits as uint8 [N, C, H, W] tensors with int64 labels, plus provenance."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    class_names: list[str]
+    source: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return self.train_images.shape[1]
+
+    @property
+    def resolution(self) -> int:
+        return self.train_images.shape[-1]
+
+
+def load_image_dataset(
+    dataset: str,
+    config_name: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    train_split: str | None = None,
+    test_split: str | None = None,
+    resolution: int | None = None,
+) -> ImageClassificationData:
+    """Load `dataset` and decode both splits once.
+
+    Args:
+        dataset: 'digits', a Hub id ('uoft-cs/cifar10'), a local folder (Hub layout or imagefolder),
+            or parquet files ('data/*.parquet').
+        config_name: the dataset configuration, if it has several.
+        image_column / label_column: override the columns found from the features.
+        train_split / test_split: split names or slices ('train[:90%]'); default 'train' and the
+            first of 'test', 'validation', 'valid', 'val'.
+        resolution: resize every image to `resolution` x `resolution` (bicubic, antialiased).
+    """
+    if dataset == "digits":
+        return _load_digits(resolution)
+    path, kwargs = _builder_arguments(dataset)
+    splits = datasets.get_dataset_split_names(path, config_name, **kwargs)
+    train_split = train_split or ("train" if "train" in splits else None)
+    test_split = test_split or next((s for s in TEST_SPLIT_NAMES if s in splits), None)
+    for flag, split in (("--train_split", train_split), ("--test_split", test_split)):
+        if split is None or split.split("[")[0] not in splits:
+            raise ValueError(f"Split {split!r} not found in {dataset!r}; its splits are {splits}. Pass {flag} "
+                             f"with one of them, or a slice such as 'train[90%:]' to hold part of a split out.")
+    train = datasets.load_dataset(path, config_name, split=train_split, **kwargs)
+    test = datasets.load_dataset(path, config_name, split=test_split, **kwargs)
+    image_column, label_column = find_columns(train.features, image_column, label_column)
+    class_names = class_names_from(train, label_column)
+    train_images, mode = decode_images(train, image_column, resolution, desc=f"decode {train_split}")
+    test_images, _ = decode_images(test, image_column, train_images.shape[-1], desc=f"decode {test_split}", mode=mode)
+    source = {"dataset": dataset, "config_name": config_name, "train_split": train_split, "test_split": test_split,
+              "image_column": image_column, "label_column": label_column,
+              "fingerprint": getattr(train, "_fingerprint", None)}
+    return ImageClassificationData(train_images, _labels(train, label_column), test_images, _labels(test, label_column),
+                                   class_names, source)
+
+
+def find_columns(features: datasets.Features, image_column: str | None = None,
+                 label_column: str | None = None) -> tuple[str, str]:
+    """The image and label columns: given, else the first `Image` / `ClassLabel` feature, else by name."""
+    columns = list(features)
+    for flag, given in (("--image_column", image_column), ("--label_column", label_column)):
+        if given is not None and given not in features:
+            raise ValueError(f"Column {given!r} (from {flag}) is not in the dataset; its columns are {columns}.")
+    image_column = image_column or next((c for c, f in features.items() if isinstance(f, datasets.Image)), None) \
+        or next((c for c in IMAGE_COLUMN_NAMES if c in features), None)
+    label_column = label_column or next((c for c, f in features.items() if isinstance(f, datasets.ClassLabel)), None) \
+        or next((c for c in LABEL_COLUMN_NAMES if c in features), None)
+    if image_column is None:
+        raise ValueError(f"No image column found: no `Image` feature and none of {IMAGE_COLUMN_NAMES}. "
+                         f"Columns are {columns}; pass --image_column.")
+    if label_column is None:
+        raise ValueError(f"No label column found: no `ClassLabel` feature and none of {LABEL_COLUMN_NAMES}. "
+                         f"Columns are {columns}; pass --label_column.")
+    return image_column, label_column
+
+
+def class_names_from(ds: datasets.Dataset, label_column: str) -> list[str]:
+    """Class names from the `ClassLabel` feature; for plain integer labels 0..C-1, their string values."""
+    feature = ds.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    if not (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))):
+        raise ValueError(f"Label column {label_column!r} has type {feature}, not integer class ids. Encode it first "
+                         f"(`ds.class_encode_column({label_column!r})`) or pass --label_column.")
+    values = np.unique(np.asarray(ds[label_column]))
+    if values.min() < 0 or values.max() >= 10_000:
+        raise ValueError(f"Label column {label_column!r} holds values {values.min()}..{values.max()}; expected class ids 0..C-1.")
+    logger.warning("Label column %r is a plain integer column: using class names '0'..'%d'.", label_column, values.max())
+    return [str(i) for i in range(int(values.max()) + 1)]
+
+
+def decode_images(ds: datasets.Dataset, column: str, resolution: int | None, desc: str = "decode",
+                  mode: str | None = None) -> tuple[torch.Tensor, str]:
+    """Decode an image column once into a uint8 [N, C, H, W] tensor; returns it and the PIL mode used."""
+    raw = ds.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    arrays: list[np.ndarray] = []
+    size = resolution
+    for batch in tqdm(raw.iter(batch_size=_DECODE_BATCH), total=-(-len(raw) // _DECODE_BATCH), desc=desc, unit="batch"):
+        for item in batch[column]:
+            image = PILImage.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
+            mode = mode or ("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+            image = image.convert(mode)
+            size = size or image.size[0]
+            if image.size != (size, size):
+                if resolution is None:
+                    raise ValueError(f"Images in column {column!r} have different sizes ({image.size} vs {size}x{size}); "
+                                     f"pass --resolution to resize them all.")
+                image = image.resize((size, size), PILImage.Resampling.BICUBIC)
+            arrays.append(np.asarray(image))
+    pixels = torch.from_numpy(np.stack(arrays))
+    pixels = pixels.unsqueeze(1) if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2)
+    return pixels.contiguous(), mode
+
+
+def _labels(ds: datasets.Dataset, column: str) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(ds.with_format("numpy")[column]), dtype=torch.int64)
+
+
+def _builder_arguments(dataset: str) -> tuple[str, dict]:
+    """`load_dataset` path and keyword arguments for a Hub id, a folder, or parquet files."""
+    if dataset.endswith(".parquet") or (("*" in dataset) and "parquet" in dataset):
+        return "parquet", {"data_files": {"train": dataset}}
+    if os.path.exists(dataset) and not os.path.isdir(dataset):
+        raise ValueError(f"--dataset {dataset!r} is a file but not parquet; pass a folder, parquet files or a Hub id.")
+    return dataset, {}
+
+
+def _load_digits(resolution: int | None) -> ImageClassificationData:
+    """scikit-learn's 8x8 digits (1,797 images) with a fixed stratified 70/30 split (seed 0)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    pixels = np.rint(bunch.images * (255 / 16)).astype(np.uint8)[:, None]
+    train_idx, test_idx = train_test_split(np.arange(len(pixels)), test_size=DIGITS_TEST_FRACTION,
+                                           stratify=bunch.target, random_state=DIGITS_SPLIT_SEED)
+    images = torch.from_numpy(pixels)
+    if resolution is not None and resolution != 8:
+        images = torch.nn.functional.interpolate(images.float(), size=(resolution, resolution), mode="bicubic",
+                                                 antialias=True).round().clamp(0, 255).to(torch.uint8)
+    labels = torch.from_numpy(bunch.target).long()
+    source = {"dataset": "digits", "origin": "sklearn.datasets.load_digits",
+              "split": f"stratified {1 - DIGITS_TEST_FRACTION:.0%}/{DIGITS_TEST_FRACTION:.0%}, random_state={DIGITS_SPLIT_SEED}",
+              "train_split": "train", "test_split": "test"}
+    return ImageClassificationData(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
+                                   [str(i) for i in range(10)], source)

@@ -1,0 +1,90 @@
+"""Score a synthetic set: train fresh models on it, test once on the real test split (APM protocol, spec §7)."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from dataclasses import dataclass
+from typing import Callable, ContextManager
+
+import torch
+
+from .data import ImageClassificationData
+from .models import create_model
+from .preprocessing import Preprocessing
+from .training import FitConfig, accuracy, fit
+
+LABEL_MODE_LOSSES = {"logits_l1": "l1", "kd": "kd", "hard": "ce"}
+EVAL_SEED_OFFSET = 10_000
+
+
+@dataclass
+class EvalJob:
+    """One evaluation model: which set, label mode, architecture and run index."""
+
+    set_name: str
+    label_mode: str
+    model: str
+    run: int
+
+
+def sample_real_subset(labels: torch.Tensor, ipc: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of `ipc` random examples of each class, class-major."""
+    picked = []
+    for c in range(num_classes):
+        members = (labels == c).nonzero().flatten()
+        if len(members) < ipc:
+            raise ValueError(f"Class {c} has {len(members)} training images, fewer than ipc={ipc}. "
+                             f"Lower --ipc or use --init noise.")
+        picked.append(members[torch.randperm(len(members), generator=generator)[:ipc]])
+    return torch.cat(picked)
+
+
+def train_and_test(
+    job: EvalJob,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    soft_labels: torch.Tensor,
+    data: ImageClassificationData,
+    preprocessing: Preprocessing,
+    fit_config: FitConfig,
+    seed: int,
+    model_kwargs: dict | None = None,
+    device: torch.device | str = "cpu",
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+) -> float:
+    """Train a fresh `job.model` on the set with the job's label mode; return its test top-1 (%)."""
+    run_seed = seed + EVAL_SEED_OFFSET + job.run
+    torch.manual_seed(run_seed)
+    model = create_model(job.model, data.num_classes, data.channels, data.resolution, **(model_kwargs or {})).to(device)
+    targets = labels if job.label_mode == "hard" else soft_labels
+    config = FitConfig(**{**fit_config.__dict__, "loss": LABEL_MODE_LOSSES[job.label_mode]})
+    fit(model, images.to(device), targets.to(device), config, torch.Generator().manual_seed(run_seed), autocast=autocast)
+    return accuracy(model, data.test_images, data.test_labels, preprocessing, autocast=autocast)
+
+
+def summarize(runs: list[float]) -> dict:
+    """mean, (sample) std and the runs, in percent."""
+    return {"mean": statistics.fmean(runs), "std": statistics.stdev(runs) if len(runs) > 1 else 0.0, "runs": runs}
+
+
+def assemble_results(jobs: list[EvalJob], scores: list[float], teacher_scores: list[float], headline_mode: str) -> dict:
+    """Nest job scores as results.label_modes.<mode>.<set>.<model>, with the headline mode at the top level."""
+    by_key: dict[tuple, list[float]] = {}
+    for job, score in sorted(zip(jobs, scores), key=lambda js: js[0].run):
+        by_key.setdefault((job.label_mode, job.set_name, job.model), []).append(score)
+    label_modes: dict = {}
+    for (mode, set_name, model), runs in by_key.items():
+        label_modes.setdefault(mode, {}).setdefault(set_name, {})[model] = summarize(runs)
+    return {"teacher": summarize(teacher_scores), **label_modes[headline_mode], "label_modes": label_modes}
+
+
+def format_table(results: dict) -> str:
+    """A short text table of the headline results."""
+    lines = [f"{'set (label mode)':<30}{'model':<18}{'top-1 % (mean +- std)':>24}",
+             f"{'teacher':<30}{'':<18}{results['teacher']['mean']:>17.2f} +- {results['teacher']['std']:.2f}"]
+    for mode, sets in results["label_modes"].items():
+        for set_name, models in sets.items():
+            for model, r in models.items():
+                lines.append(f"{set_name + ' (' + mode + ')':<30}{model:<18}{r['mean']:>17.2f} +- {r['std']:.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""Teacher pool: train N models on the real train split, save each as safetensors + JSON, load them back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from .data import ImageClassificationData
+from .models import create_model
+from .preprocessing import Preprocessing
+from .training import FitConfig, accuracy, fit, freeze
+
+logger = logging.getLogger(__name__)
+
+PREPROCESSING_FILE = "preprocessing.safetensors"
+TEACHER_LR = 0.05
+
+
+@dataclass
+class TeacherSpec:
+    """Everything needed to train (or check) one teacher."""
+
+    model: str
+    model_kwargs: dict
+    epochs: int
+    seed: int
+    batch_size: int = 256
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+
+
+def teacher_dir(root: str | os.PathLike, index: int) -> Path:
+    return Path(root) / f"teacher-{index:03d}"
+
+
+def train_teacher(spec: TeacherSpec, data: ImageClassificationData, preprocessing: Preprocessing, device: torch.device,
+                  autocast: Callable = None, progress: str | None = None) -> tuple[nn.Module, dict]:
+    """Train one teacher on the full train split (SGD lr 0.05, DSA); return it and its JSON config."""
+    torch.manual_seed(spec.seed)
+    model = create_model(spec.model, data.num_classes, data.channels, data.resolution, **spec.model_kwargs).to(device)
+    generator = torch.Generator().manual_seed(spec.seed)
+    config = FitConfig(epochs=spec.epochs, lr=TEACHER_LR, batch_size=spec.batch_size, loss="ce", dsa_strategy=spec.dsa_strategy)
+    kwargs = {"autocast": autocast} if autocast is not None else {}
+    fit(model, data.train_images, data.train_labels, config, generator, transform=preprocessing, progress=progress, **kwargs)
+    freeze(model)
+    train_acc = accuracy(model, data.train_images, data.train_labels, preprocessing)
+    return model, {
+        "architecture": spec.model, "model_kwargs": spec.model_kwargs, "num_classes": data.num_classes,
+        "class_names": data.class_names, "in_chans": data.channels, "resolution": data.resolution,
+        "preprocessing": preprocessing.describe(), "epochs": spec.epochs, "seed": spec.seed, "lr": TEACHER_LR,
+        "batch_size": spec.batch_size, "dsa_strategy": spec.dsa_strategy, "train_accuracy": train_acc,
+        "source": data.source,
+    }
+
+
+def save_teacher(model: nn.Module, config: dict, path: str | os.PathLike) -> None:
+    """Write `model.safetensors` and `config.json` into `path` atomically (temp folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    state = {k.removeprefix("module."): v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, tmp / "model.safetensors")
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Load a teacher saved by `save_teacher`, frozen and in eval mode."""
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    model = create_model(config["architecture"], config["num_classes"], config["in_chans"], config["resolution"],
+                         **config.get("model_kwargs", {}))
+    state = {k.removeprefix("module."): v for k, v in load_file(path / "model.safetensors").items()}
+    model.load_state_dict(state)
+    return freeze(model.to(device)), config
+
+
+def check_teacher(config: dict, data: ImageClassificationData, path: str | os.PathLike) -> None:
+    """Raise if a saved teacher does not fit the data (classes, channels, resolution)."""
+    found = (config["class_names"], config["in_chans"], config["resolution"])
+    expected = (data.class_names, data.channels, data.resolution)
+    if found != expected:
+        raise ValueError(f"Teacher {path} was trained for classes/channels/resolution {found}, but the data has {expected}. "
+                         f"Use teachers trained on this dataset, or another --teachers_dir.")
+
+
+def save_preprocessing(preprocessing: Preprocessing, root: str | os.PathLike) -> None:
+    Path(root).mkdir(parents=True, exist_ok=True)
+    tmp = Path(root) / f".{PREPROCESSING_FILE}.tmp"
+    save_file(preprocessing.state_dict(), tmp)
+    os.replace(tmp, Path(root) / PREPROCESSING_FILE)
+
+
+def load_preprocessing(root: str | os.PathLike) -> Preprocessing | None:
+    path = Path(root) / PREPROCESSING_FILE
+    return Preprocessing.from_state_dict(load_file(path)) if path.exists() else None

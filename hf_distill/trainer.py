@@ -1,0 +1,313 @@
+"""`DistillationTrainer`: dataset distillation with APM, in the shape of the Hugging Face Trainer.
+
+Not to be confused with `trl.DistillationTrainer`, which distils one language *model* into another:
+this trainer distils a *dataset* into a few synthetic images per class.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import resource
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from accelerate import Accelerator
+from accelerate.utils import broadcast, gather_object
+from tqdm.auto import tqdm
+from transformers import TrainerCallback, TrainerControl, TrainerState
+from transformers.trainer_callback import CallbackHandler
+
+from .apm import accumulate_image_gradient, snapshot_epochs
+from .arguments import DistillationArguments
+from .data import ImageClassificationData, load_image_dataset
+from .distilled import DistilledSet, save_distilled, save_grid
+from .evaluation import EvalJob, assemble_results, format_table, sample_real_subset, train_and_test
+from .models import check_model_name, create_model
+from .preprocessing import Preprocessing
+from .teachers import (TeacherSpec, check_teacher, load_preprocessing, load_teacher, save_preprocessing, save_teacher,
+                       teacher_dir, train_teacher)
+from .training import FitConfig, accuracy, fit, predict
+
+logger = logging.getLogger(__name__)
+
+IMAGE_MOMENTUM = 0.5
+IMAGE_LR_DECAY = 0.3
+STUDENT_SEED_OFFSET = 1_000_000
+
+
+class DistillationTrainer:
+    """Dataset distillation with APM (Adversarial Prediction Matching) on Accelerate.
+
+    Example:
+        ```python
+        from hf_distill import DistillationArguments, DistillationTrainer
+
+        args = DistillationArguments(dataset="digits", ipc=1, output_dir="outputs/digits-ipc1")
+        trainer = DistillationTrainer(args)
+        trainer.train()
+        print(trainer.evaluate()["results"]["distilled"])
+        trainer.save_distilled("outputs/digits-ipc1/distilled")
+        ```
+
+    Args:
+        args: the run's `DistillationArguments`.
+        data: already-loaded data; by default `args.dataset` is loaded.
+        callbacks: `transformers.TrainerCallback`s; `on_train_begin`, `on_step_begin`, `on_step_end`,
+            `on_log`, `on_evaluate` and `on_train_end` are called, and `control.should_training_stop` is honoured.
+        accelerator: by default one is created with `args.mixed_precision`.
+    """
+
+    def __init__(self, args: DistillationArguments, data: ImageClassificationData | None = None,
+                 callbacks: list[TrainerCallback] | None = None, accelerator: Accelerator | None = None):
+        self.args = args
+        self.accelerator = accelerator or Accelerator(mixed_precision=args.mixed_precision)
+        self._start_time = time.time()
+        if data is None:
+            with self.accelerator.main_process_first():
+                data = load_image_dataset(args.dataset, args.dataset_config_name, args.image_column, args.label_column,
+                                          args.train_split, args.test_split, args.resolution)
+        self.data = data
+        self.model_name = args.model or ("convnet4" if data.resolution >= 64 else "convnet3")
+        for name in [self.model_name, *(args.eval_models or [])]:
+            check_model_name(name)
+        if args.init == "real":
+            smallest = int(data.train_labels.bincount(minlength=data.num_classes).min())
+            if smallest < args.ipc:
+                raise ValueError(f"The smallest class has {smallest} training images, fewer than ipc={args.ipc}; "
+                                 f"lower --ipc or use --init noise.")
+        self.state = TrainerState()
+        self.control = TrainerControl()
+        self.callback_handler = DistillationCallbackHandler(callbacks or [])
+        self.preprocessing: Preprocessing | None = None
+        self.teachers: list[nn.Module] = []
+        self.distilled: DistilledSet | None = None
+
+    # ----------------------------------------------------------------------------------- helpers
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def _shard(self) -> tuple[int, int]:
+        return self.accelerator.process_index, self.accelerator.num_processes
+
+    def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(tensor, "sum") if self.accelerator.num_processes > 1 else tensor
+
+    def _fit_config(self, epochs: int, lr: float, loss: str = "l1") -> FitConfig:
+        return FitConfig(epochs=epochs, lr=lr, batch_size=self.args.batch_size, loss=loss,
+                         dsa_strategy=self.args.dsa_strategy, kd_temperature=self.args.kd_temperature)
+
+    # ---------------------------------------------------------------------------------- teachers
+    def prepare_teachers(self) -> list[nn.Module]:
+        """Load the teachers in `teachers_dir`, training the missing ones (split across processes)."""
+        if self.teachers:
+            return self.teachers
+        args, data, acc = self.args, self.data, self.accelerator
+        root = Path(args.teachers_dir or Path(args.output_dir) / "teachers")
+        if acc.is_main_process and load_preprocessing(root) is None:
+            save_preprocessing(Preprocessing.fit(data.train_images, zca=args.zca), root)
+        acc.wait_for_everyone()
+        self.preprocessing = load_preprocessing(root)
+        if self.preprocessing.zca != args.zca:
+            raise ValueError(f"Teachers in {root} use zca={self.preprocessing.zca}, but --zca is {args.zca}; "
+                             f"use another --teachers_dir or match --zca.")
+        missing = [i for i in range(args.num_teachers) if not (teacher_dir(root, i) / "config.json").exists()]
+        rank, world = self._shard
+        for i in missing[rank::world]:
+            spec = TeacherSpec(self.model_name, args.model_kwargs, args.teacher_epochs, args.seed + i, args.batch_size,
+                               args.dsa_strategy)
+            label = f"teacher {i + 1}/{args.num_teachers} (rank {rank})" if world > 1 else f"teacher {i + 1}/{args.num_teachers}"
+            model, config = train_teacher(spec, data, self.preprocessing, acc.device, acc.autocast, progress=label)
+            save_teacher(model, config, teacher_dir(root, i))
+            logger.info("%s: train accuracy %.2f%%", label, config["train_accuracy"])
+        acc.wait_for_everyone()
+        self.teachers = []
+        for i in range(args.num_teachers):
+            model, config = load_teacher(teacher_dir(root, i), acc.device)
+            check_teacher(config, data, teacher_dir(root, i))
+            self.teachers.append(model)
+        return self.teachers
+
+    # ------------------------------------------------------------------------------ distillation
+    def _initial_images(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        args, data = self.args, self.data
+        labels = torch.arange(data.num_classes).repeat_interleave(args.ipc)
+        if args.init == "real":
+            index = sample_real_subset(data.train_labels, args.ipc, data.num_classes, generator)
+            images = self.preprocessing(data.train_images[index])
+        else:
+            images = torch.randn(len(labels), data.channels, data.resolution, data.resolution, generator=generator)
+        return images.to(self.accelerator.device), labels.to(self.accelerator.device)
+
+    def _train_students(self, images: torch.Tensor, teacher: nn.Module, generator: torch.Generator,
+                        seed: int) -> list[nn.Module]:
+        """A fresh student trained on `images` to match the teacher's logits; K evenly spaced snapshots."""
+        args, data = self.args, self.data
+        with torch.no_grad(), self.accelerator.autocast():
+            targets = teacher(images).float()
+        torch.manual_seed(seed)
+        student = create_model(self.model_name, data.num_classes, data.channels, data.resolution,
+                               **args.model_kwargs).to(self.accelerator.device)
+        return fit(student, images, targets, self._fit_config(args.student_epochs, args.lr_net), generator,
+                   snapshot_epochs=snapshot_epochs(args.student_epochs, args.num_checkpoints),
+                   autocast=self.accelerator.autocast, shard=self._shard, all_reduce=self._sum)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> DistilledSet:
+        """Run APM for `iterations` image updates and return the distilled set (also kept as `self.distilled`)."""
+        if resume_from_checkpoint:
+            raise NotImplementedError("Resuming a distillation run is not supported yet; start the run again.")
+        args, acc = self.args, self.accelerator
+        teachers = self.prepare_teachers()
+        generator = torch.Generator().manual_seed(args.seed)
+        images, labels = self._initial_images(generator)
+        images = broadcast(images.contiguous()) if acc.num_processes > 1 else images
+        images.requires_grad_(True)
+        optimizer = torch.optim.SGD([images], lr=args.lr_img, momentum=IMAGE_MOMENTUM)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [args.iterations // 2], gamma=IMAGE_LR_DECAY)
+        batch_syn = min(args.batch_syn or len(images), len(images))
+        segment_size = args.segment_size or batch_syn
+        teacher_draws = random.Random(args.seed)
+        self.state = TrainerState(max_steps=args.iterations, is_local_process_zero=acc.is_local_main_process,
+                                  is_world_process_zero=acc.is_main_process)
+        self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
+        bar = tqdm(range(args.iterations), desc="APM", disable=not acc.is_main_process)
+        for it in bar:
+            self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
+            batch = torch.randperm(len(images), generator=generator)[:batch_syn].to(acc.device)
+            if it % args.refresh_every == 0:
+                teacher = teachers[teacher_draws.randrange(len(teachers))]
+                students = self._train_students(images[batch].detach(), teacher, generator,
+                                                args.seed + STUDENT_SEED_OFFSET + it)
+            optimizer.zero_grad(set_to_none=False)
+            local_loss = accumulate_image_gradient(images, batch, labels, teacher, students, args.ce_weight,
+                                                   segment_size, self._shard, acc.autocast)
+            if images.grad is None:
+                images.grad = torch.zeros_like(images)
+            images.grad = self._sum(images.grad)
+            loss = self._sum(torch.tensor([local_loss], device=acc.device)).item()
+            optimizer.step()
+            scheduler.step()
+            self.state.global_step = it + 1
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if (it + 1) % args.logging_steps == 0 or it + 1 == args.iterations:
+                logs = {"loss": loss, "lr_img": scheduler.get_last_lr()[0], "step": it + 1}
+                self.state.log_history.append(logs)
+                self.control = self.callback_handler.on_log(args, self.state, self.control, logs=logs)
+            self.control = self.callback_handler.on_step_end(args, self.state, self.control)
+            if self.control.should_training_stop:
+                break
+        self.control = self.callback_handler.on_train_end(args, self.state, self.control)
+        images = images.detach()
+        soft_labels = predict(teachers[0], images, autocast=acc.autocast)
+        self.distilled = DistilledSet(images.cpu(), labels.cpu(), soft_labels, self.preprocessing, self.data.class_names,
+                                      self._metadata())
+        return self.distilled
+
+    def _metadata(self) -> dict:
+        return {"method": "APM", "paper": "arXiv:2312.08912", "model": self.model_name, "args": self.args.to_dict(),
+                "source": self.data.source, "resolution": self.data.resolution, "channels": self.data.channels,
+                "preprocessing": self.preprocessing.describe(), "soft_labels": "logits of teacher 0 on the final images",
+                "iterations_done": self.state.global_step}
+
+    # -------------------------------------------------------------------------------- evaluation
+    def evaluate(self, distilled: DistilledSet | None = None) -> dict:
+        """Score the distilled set and a random real subset (same IPC, same teacher labels) on the test split.
+
+        Returns the `eval_results.json` content; `results.distilled.<model>` and
+        `results.random_subset.<model>` hold mean/std/runs (top-1 %) for the headline label mode.
+        """
+        args, acc, data = self.args, self.accelerator, self.data
+        distilled = distilled or self.distilled
+        if distilled is None:
+            raise ValueError("Nothing to evaluate: call train() first or pass a DistilledSet.")
+        teachers = self.prepare_teachers()
+        preprocessing = distilled.preprocessing
+        subset = sample_real_subset(data.train_labels, distilled.ipc, data.num_classes,
+                                    torch.Generator().manual_seed(args.seed))
+        subset_images = preprocessing(data.train_images[subset])
+        sets = {
+            "distilled": (distilled.images, distilled.labels, distilled.soft_labels),
+            "random_subset": (subset_images, data.train_labels[subset],
+                              predict(teachers[0], subset_images, autocast=acc.autocast)),
+        }
+        models = args.eval_models or [self.model_name]
+        jobs = [EvalJob(s, mode, m, r) for mode in args.eval_label_modes for s in sets for m in models
+                for r in range(args.num_eval_runs)]
+        rank, world = self._shard
+        fit_config = self._fit_config(args.eval_epochs, args.lr_net)
+        mine = []
+        for index in tqdm(range(rank, len(jobs), world), desc="evaluate", disable=not acc.is_main_process):
+            job = jobs[index]
+            kwargs = args.model_kwargs if job.model == self.model_name else {}
+            score = train_and_test(job, *sets[job.set_name], data, preprocessing, fit_config, args.seed, kwargs,
+                                   acc.device, acc.autocast)
+            mine.append((index, score))
+        scores = dict(gather_object(mine) if world > 1 else mine)
+        teacher_scores = [accuracy(t, data.test_images, data.test_labels, preprocessing, acc.autocast) for t in teachers]
+        results = assemble_results(jobs, [scores[i] for i in range(len(jobs))], teacher_scores, args.eval_label_modes[0])
+        output = {
+            "dataset": args.dataset, "ipc": distilled.ipc, "model": self.model_name, "results": results,
+            "protocol": {"label_modes": args.eval_label_modes, "headline_label_mode": args.eval_label_modes[0],
+                         "eval_models": models, "eval_epochs": args.eval_epochs, "num_eval_runs": args.num_eval_runs,
+                         "lr_net": args.lr_net, "batch_size": args.batch_size, "dsa_strategy": args.dsa_strategy,
+                         "optimizer": "SGD momentum 0.9, wd 5e-4, lr x0.1 at half", "test_split": data.source.get("test_split"),
+                         "test_size": len(data.test_labels),
+                         "random_subset": "ipc real train images per class (seeded), labelled by teacher 0",
+                         "soft_labels": "logits of teacher 0", "teachers": len(teachers)},
+            "args": args.to_dict(),
+            "compute": {"wall_time_s": time.time() - self._start_time, "peak_memory_mb": peak_memory_mb(),
+                        "device": str(acc.device), "num_processes": acc.num_processes},
+        }
+        self.control = self.callback_handler.on_evaluate(args, self.state, self.control, metrics=results)
+        self.eval_results = output
+        return output
+
+    # ----------------------------------------------------------------------------------- outputs
+    def save_distilled(self, path: str | os.PathLike | None = None) -> Path | None:
+        """Write the distilled set (safetensors) and `distilled_grid.png`; main process only."""
+        if self.distilled is None:
+            raise ValueError("Nothing to save: call train() first.")
+        path = Path(path or Path(self.args.output_dir) / "distilled")
+        if self.is_main_process:
+            save_distilled(self.distilled, path)
+            save_grid(self.distilled, path.parent / "distilled_grid.png")
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def save_eval_results(self, results: dict, path: str | os.PathLike | None = None) -> Path:
+        """Write `eval_results.json` atomically (main process only)."""
+        path = Path(path or Path(self.args.output_dir) / "eval_results.json")
+        if self.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(results, indent=2))
+            os.replace(tmp, path)
+        return path
+
+    def results_table(self, results: dict) -> str:
+        return format_table(results["results"])
+
+
+class DistillationCallbackHandler(CallbackHandler):
+    """transformers' `CallbackHandler` without the Trainer-only `DefaultFlowCallback` requirement."""
+
+    def __init__(self, callbacks: list[TrainerCallback]):
+        self.callbacks = []
+        for callback in callbacks:
+            self.add_callback(callback)
+        self.model = self.processing_class = self.optimizer = self.lr_scheduler = None
+        self.train_dataloader = self.eval_dataloader = None
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (and peak CUDA memory when used), in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        peak += torch.cuda.max_memory_allocated() / 2**20
+    return peak

@@ -1,0 +1,40 @@
+"""Run a tiny distillation on every process; save each rank's images and the work it did (used by test_multiprocess)."""
+
+import json
+import sys
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+import hf_distill.trainer as trainer_module
+from hf_distill import DistillationTrainer
+from hf_distill.cli import parse_args
+
+work = {"segments": 0, "eval_jobs": 0, "teachers": 0}
+
+
+def counting(fn, key, count=lambda *a, **k: 1):
+    def wrapped(*args, **kwargs):
+        work[key] += count(*args, **kwargs)
+        return fn(*args, **kwargs)
+    return wrapped
+
+
+def segments(images, batch, labels, teacher, students, ce_weight, segment_size, shard=(0, 1), *_, **__):
+    return len(batch.split(segment_size)[shard[0]::shard[1]])
+
+
+trainer_module.accumulate_image_gradient = counting(trainer_module.accumulate_image_gradient, "segments", segments)
+trainer_module.train_and_test = counting(trainer_module.train_and_test, "eval_jobs")
+trainer_module.train_teacher = counting(trainer_module.train_teacher, "teachers")
+
+out = Path(sys.argv[1])
+args = parse_args(sys.argv[2:])
+trainer = DistillationTrainer(args)
+distilled = trainer.train()
+results = trainer.evaluate()
+rank = trainer.accelerator.process_index
+save_file({"images": distilled.images.contiguous(), "soft_labels": distilled.soft_labels.contiguous()},
+          out / f"rank{rank}.safetensors")
+(out / f"rank{rank}.json").write_text(json.dumps({"work": work, "world": trainer.accelerator.num_processes,
+                                                  "results": results["results"]}))
