@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import random
 import resource
 import time
@@ -262,7 +263,8 @@ class DistillationTrainer:
                          "soft_labels": "logits of teacher 0", "teachers": len(teachers)},
             "args": args.to_dict(),
             "compute": {"wall_time_s": time.time() - self._start_time, "peak_memory_mb": peak_memory_mb(),
-                        "device": str(acc.device), "num_processes": acc.num_processes},
+                        "device": str(acc.device), "num_processes": acc.num_processes,
+                        "hardware": hardware_description(), "torch": torch.__version__},
         }
         self.control = self.callback_handler.on_evaluate(args, self.state, self.control, metrics=results)
         self.eval_results = output
@@ -303,6 +305,17 @@ class DistillationCallbackHandler(CallbackHandler):
             self.add_callback(callback)
         self.model = self.processing_class = self.optimizer = self.lr_scheduler = None
         self.train_dataloader = self.eval_dataloader = None
+
+
+def hardware_description() -> str:
+    """CPU model and core count, plus the GPU name when CUDA is used."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    text = f"{cpu}, {os.cpu_count()} cores"
+    return text + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
 
 
 def peak_memory_mb() -> float:

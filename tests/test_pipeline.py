@@ -1,0 +1,104 @@
+"""The example script and the trainer's outputs, on tiny `digits` runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from hf_distill import DistillationArguments, DistillationTrainer, load_distilled
+from hf_distill.cli import parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(ipc=2, iterations=3, num_teachers=1, teacher_epochs=2, student_epochs=2, num_checkpoints=2, eval_epochs=2,
+            num_eval_runs=2, model_kwargs='{"net_width": 16}')
+
+
+def test_example_script_with_yaml_config_writes_every_output(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("\n".join(f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {v}" for k, v in TINY.items()) + "\n")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "examples/distill.py", "--config", str(config), "--output_dir", str(out),
+                           "--iterations", "4"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "random_subset (logits_l1)" in proc.stdout and "teacher" in proc.stdout
+
+    results = json.loads((out / "eval_results.json").read_text())
+    for set_name in ("distilled", "random_subset"):
+        entry = results["results"][set_name]["convnet3"]
+        assert len(entry["runs"]) == 2 and entry["mean"] == pytest.approx(sum(entry["runs"]) / 2)
+    assert set(results["results"]["label_modes"]) == {"logits_l1", "kd", "hard"}
+    assert 0 <= results["results"]["teacher"]["mean"] <= 100
+    assert results["args"]["iterations"] == 4 and results["args"]["ipc"] == 2  # flag beats YAML, YAML beats default
+    assert results["protocol"]["test_split"] == "test" and results["protocol"]["test_size"] == 540
+
+    distilled = load_distilled(out / "distilled")
+    assert distilled.images.shape == (20, 1, 8, 8) and distilled.images.dtype == torch.float32
+    assert distilled.labels.tolist() == [c for c in range(10) for _ in range(2)]
+    assert distilled.soft_labels.shape == (20, 10)
+    assert distilled.metadata["args"]["iterations"] == 4
+    assert Image.open(out / "distilled_grid.png").size[0] > 32
+
+    teacher = json.loads((out / "teachers" / "teacher-000" / "config.json").read_text())
+    assert teacher["architecture"] == "convnet3" and teacher["epochs"] == 2 and teacher["in_chans"] == 1
+    assert teacher["resolution"] == 8 and teacher["class_names"] == [str(i) for i in range(10)]
+    assert teacher["preprocessing"]["type"] == "normalize" and 0 <= teacher["train_accuracy"] <= 100
+    assert (out / "teachers" / "teacher-000" / "model.safetensors").exists()
+
+
+def test_teachers_dir_is_reused_and_completed(tmp_path):
+    first = DistillationTrainer(DistillationArguments(output_dir=str(tmp_path / "a"), **TINY))
+    first.prepare_teachers()
+    saved = tmp_path / "a" / "teachers" / "teacher-000" / "model.safetensors"
+    stamp = saved.stat().st_mtime_ns
+    args = DistillationArguments(output_dir=str(tmp_path / "b"), teachers_dir=str(tmp_path / "a" / "teachers"),
+                                 **{**TINY, "num_teachers": 2})
+    second = DistillationTrainer(args, data=first.data)
+    teachers = second.prepare_teachers()
+    assert len(teachers) == 2 and saved.stat().st_mtime_ns == stamp  # the first was loaded, not retrained
+    assert all(torch.equal(a, b) for a, b in zip(first.teachers[0].state_dict().values(), teachers[0].state_dict().values()))
+    assert (tmp_path / "a" / "teachers" / "teacher-001" / "config.json").exists()
+    with pytest.raises(ValueError, match="--zca"):
+        DistillationTrainer(DistillationArguments(**{**vars(args), "zca": True, "model_kwargs": TINY["model_kwargs"]}),
+                            data=first.data).prepare_teachers()
+
+
+def test_callbacks_see_every_step_and_can_stop_training(tmp_path):
+    from transformers import TrainerCallback
+
+    class StopAtTwo(TrainerCallback):
+        steps, logs = [], []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps.append(state.global_step)
+            control.should_training_stop = state.global_step == 2
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.logs.append(logs)
+
+    args = DistillationArguments(output_dir=str(tmp_path), logging_steps=1, **{**TINY, "iterations": 5})
+    trainer = DistillationTrainer(args, callbacks=[StopAtTwo()])
+    distilled = trainer.train()
+    assert StopAtTwo.steps == [1, 2] and [log["step"] for log in StopAtTwo.logs] == [1, 2]
+    assert distilled.metadata["iterations_done"] == 2
+
+
+def test_arguments_validate_and_fill_dataset_defaults(tmp_path):
+    args = parse_args(["--ipc", "3"])
+    assert args.iterations == 150 and args.output_dir == "outputs/digits-apm-ipc3"  # digits defaults
+    generic = DistillationArguments(dataset="uoft-cs/cifar10")
+    assert (generic.iterations, generic.student_epochs, generic.eval_epochs) == (2500, 250, 1000)
+    assert generic.output_dir == "outputs/cifar10-apm-ipc10"
+    with pytest.raises(ValueError, match="num_checkpoints"):
+        DistillationArguments(student_epochs=3, num_checkpoints=5)
+    with pytest.raises(ValueError, match="segment_size"):
+        DistillationArguments(batch_syn=10, segment_size=20)
+    with pytest.raises(ValueError, match="--lr_img must be positive"):
+        DistillationArguments(lr_img=0)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ipcs: 3\n")
+    with pytest.raises(ValueError, match="ipcs"):
+        parse_args(["--config", str(bad)])
