@@ -16,7 +16,7 @@ LABEL_MODES = ("logits_l1", "kd", "hard")
 GENERIC_DEFAULTS = dict(ipc=10, iterations=2500, lr_img=1.0, lr_net=0.02, student_epochs=250, eval_epochs=1000,
                         num_teachers=5, teacher_epochs=50, dsa_strategy=DEFAULT_STRATEGY)
 DATASET_DEFAULTS = {
-    "digits": dict(ipc=10, iterations=150, lr_img=1.0, lr_net=0.1, student_epochs=60, eval_epochs=300,
+    "digits": dict(ipc=10, iterations=150, lr_img=3.3, lr_net=0.1, student_epochs=60, eval_epochs=300,
                    num_teachers=3, teacher_epochs=30, dsa_strategy="color_crop_cutout_scale_rotate"),
 }
 
@@ -55,7 +55,7 @@ class DistillationArguments:
     # > APM
     ipc: int | None = _arg(None, "Synthetic images per class (default 10).")
     iterations: int | None = _arg(None, "Image updates (default 2500; digits 150).")
-    lr_img: float | None = _arg(None, "Image learning rate, SGD momentum 0.5, x0.3 at half (default 1.0).")
+    lr_img: float | None = _arg(None, "Image learning rate, SGD momentum 0.5, x0.3 at half (default 1.0; digits 3.3).")
     lr_net: float | None = _arg(None, "Student and evaluation learning rate (default 0.02; digits 0.1).")
     student_epochs: int | None = _arg(None, "Epochs each student trains on the synthetic batch (default 250; digits 60).")
     num_checkpoints: int = _arg(5, "Student snapshots K used in the image loss, evenly spaced.")
