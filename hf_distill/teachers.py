@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -19,8 +18,6 @@ from .data import ImageClassificationData
 from .models import create_model
 from .preprocessing import Preprocessing
 from .training import FitConfig, accuracy, fit, freeze
-
-logger = logging.getLogger(__name__)
 
 PREPROCESSING_FILE = "preprocessing.safetensors"
 TEACHER_LR = 0.05
