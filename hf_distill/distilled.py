@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torchvision.utils import make_grid, save_image
 
+from .files import atomic_directory
 from .preprocessing import Preprocessing
 
 DISTILLED_FILE = "distilled.safetensors"
@@ -42,18 +41,13 @@ class DistilledSet:
 
 def save_distilled(distilled: DistilledSet, path: str | os.PathLike) -> Path:
     """Write `path/distilled.safetensors` (tensors plus JSON metadata) atomically; return the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     tensors = {"images": distilled.images, "labels": distilled.labels, "soft_labels": distilled.soft_labels,
                **distilled.preprocessing.state_dict()}
     metadata = {"class_names": json.dumps(distilled.class_names), "metadata": json.dumps(distilled.metadata),
                 "format": "hf_distill.distilled/1"}
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / DISTILLED_FILE, metadata=metadata)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return path
+    with atomic_directory(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / DISTILLED_FILE, metadata=metadata)
+    return Path(path)
 
 
 def load_distilled(path: str | os.PathLike) -> DistilledSet:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 from dataclasses import dataclass
 from typing import Callable, ContextManager
@@ -28,14 +29,21 @@ class EvalJob:
     run: int
 
 
+def check_ipc(labels: torch.Tensor, ipc: int, num_classes: int) -> None:
+    """Raise if some class has fewer than `ipc` training images (real init and the random subset need them)."""
+    counts = labels.bincount(minlength=num_classes)
+    if counts.min() < ipc:
+        c = int(counts.argmin())
+        raise ValueError(f"Class {c} has {int(counts[c])} training images, fewer than ipc={ipc}: neither a real "
+                         f"initialisation nor the random-subset baseline can be drawn. Lower --ipc.")
+
+
 def sample_real_subset(labels: torch.Tensor, ipc: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """Indices of `ipc` random examples of each class, class-major."""
+    check_ipc(labels, ipc, num_classes)
     picked = []
     for c in range(num_classes):
         members = (labels == c).nonzero().flatten()
-        if len(members) < ipc:
-            raise ValueError(f"Class {c} has {len(members)} training images, fewer than ipc={ipc}. "
-                             f"Lower --ipc or use --init noise.")
         picked.append(members[torch.randperm(len(members), generator=generator)[:ipc]])
     return torch.cat(picked)
 
@@ -58,7 +66,7 @@ def train_and_test(
     torch.manual_seed(run_seed)
     model = create_model(job.model, data.num_classes, data.channels, data.resolution, **(model_kwargs or {})).to(device)
     targets = labels if job.label_mode == "hard" else soft_labels
-    config = FitConfig(**{**fit_config.__dict__, "loss": LABEL_MODE_LOSSES[job.label_mode]})
+    config = dataclasses.replace(fit_config, loss=LABEL_MODE_LOSSES[job.label_mode])
     fit(model, images.to(device), targets.to(device), config, torch.Generator().manual_seed(run_seed), autocast=autocast)
     return accuracy(model, data.test_images, data.test_labels, preprocessing, autocast=autocast)
 

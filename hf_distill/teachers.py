@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from .data import ImageClassificationData
+from .files import atomic_directory
 from .models import create_model
 from .preprocessing import Preprocessing
 from .training import FitConfig, accuracy, fit, freeze
@@ -40,14 +40,15 @@ def teacher_dir(root: str | os.PathLike, index: int) -> Path:
 
 
 def train_teacher(spec: TeacherSpec, data: ImageClassificationData, preprocessing: Preprocessing, device: torch.device,
-                  autocast: Callable = None, progress: str | None = None) -> tuple[nn.Module, dict]:
+                  autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                  progress: str | None = None) -> tuple[nn.Module, dict]:
     """Train one teacher on the full train split (SGD lr 0.05, DSA); return it and its JSON config."""
     torch.manual_seed(spec.seed)
     model = create_model(spec.model, data.num_classes, data.channels, data.resolution, **spec.model_kwargs).to(device)
     generator = torch.Generator().manual_seed(spec.seed)
     config = FitConfig(epochs=spec.epochs, lr=TEACHER_LR, batch_size=spec.batch_size, loss="ce", dsa_strategy=spec.dsa_strategy)
-    kwargs = {"autocast": autocast} if autocast is not None else {}
-    fit(model, data.train_images, data.train_labels, config, generator, transform=preprocessing, progress=progress, **kwargs)
+    fit(model, data.train_images, data.train_labels, config, generator, transform=preprocessing, autocast=autocast,
+        progress=progress)
     freeze(model)
     train_acc = accuracy(model, data.train_images, data.train_labels, preprocessing)
     return model, {
@@ -61,15 +62,10 @@ def train_teacher(spec: TeacherSpec, data: ImageClassificationData, preprocessin
 
 def save_teacher(model: nn.Module, config: dict, path: str | os.PathLike) -> None:
     """Write `model.safetensors` and `config.json` into `path` atomically (temp folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     state = {k.removeprefix("module."): v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, tmp / "model.safetensors")
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    with atomic_directory(path) as tmp:
+        save_file(state, tmp / "model.safetensors")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
 
 
 def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

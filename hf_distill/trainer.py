@@ -27,7 +27,7 @@ from .apm import accumulate_image_gradient, snapshot_epochs
 from .arguments import DistillationArguments
 from .data import ImageClassificationData, load_image_dataset
 from .distilled import DistilledSet, save_distilled, save_grid
-from .evaluation import EvalJob, assemble_results, format_table, sample_real_subset, train_and_test
+from .evaluation import EvalJob, assemble_results, check_ipc, format_table, sample_real_subset, train_and_test
 from .models import check_model_name, create_model
 from .preprocessing import Preprocessing
 from .teachers import (TeacherSpec, check_teacher, load_preprocessing, load_teacher, save_preprocessing, save_teacher,
@@ -76,11 +76,8 @@ class DistillationTrainer:
         self.model_name = args.model or ("convnet4" if data.resolution >= 64 else "convnet3")
         for name in [self.model_name, *(args.eval_models or [])]:
             check_model_name(name)
-        if args.init == "real":
-            smallest = int(data.train_labels.bincount(minlength=data.num_classes).min())
-            if smallest < args.ipc:
-                raise ValueError(f"The smallest class has {smallest} training images, fewer than ipc={args.ipc}; "
-                                 f"lower --ipc or use --init noise.")
+        if args.init == "real" or args.do_eval:
+            check_ipc(data.train_labels, args.ipc, data.num_classes)
         self.state = TrainerState()
         self.control = TrainerControl()
         self.callback_handler = DistillationCallbackHandler(callbacks or [])

@@ -102,3 +102,13 @@ def test_arguments_validate_and_fill_dataset_defaults(tmp_path):
     bad.write_text("ipcs: 3\n")
     with pytest.raises(ValueError, match="ipcs"):
         parse_args(["--config", str(bad)])
+
+
+def test_ipc_larger_than_a_class_fails_before_any_training(tmp_path):
+    data = DistillationTrainer(DistillationArguments(output_dir=str(tmp_path / "a"), **TINY)).data
+    smallest = int(data.train_labels.bincount().min())
+    for init in ("real", "noise"):  # noise init still needs real images for the random-subset baseline
+        args = DistillationArguments(output_dir=str(tmp_path / init), **{**TINY, "ipc": smallest + 1, "init": init})
+        with pytest.raises(ValueError, match="Lower --ipc"):
+            DistillationTrainer(args, data=data)
+    assert not (tmp_path / "real").exists() and not (tmp_path / "noise").exists()
