@@ -8,11 +8,14 @@ from .apm import apm_loss
 from .arguments import DistillationArguments
 from .data import ImageClassificationData, load_image_dataset
 from .distilled import DistilledSet, load_distilled, save_distilled
+from .hub import HubError
 from .models import create_model
 from .preprocessing import Preprocessing
+from .teacher_repos import export_teachers, push_teachers
 from .trainer import DistillationTrainer
 
 __version__ = "0.1.0"
 
-__all__ = ["DistillationArguments", "DistillationTrainer", "DistilledSet", "ImageClassificationData", "Preprocessing",
-           "apm_loss", "create_model", "load_distilled", "load_image_dataset", "save_distilled"]
+__all__ = ["DistillationArguments", "DistillationTrainer", "DistilledSet", "HubError", "ImageClassificationData",
+           "Preprocessing", "apm_loss", "create_model", "export_teachers", "load_distilled", "load_image_dataset",
+           "push_teachers", "save_distilled"]

@@ -11,6 +11,13 @@ from .augment import DEFAULT_STRATEGY, parse_strategy
 
 LABEL_MODES = ("logits_l1", "kd", "hard")
 
+# Fields that leave the distilled images unchanged: an output_dir or a checkpoint may be reused when only these differ.
+RUN_NEUTRAL_FIELDS = ("output_dir", "logging_steps", "save_steps", "save_total_limit",
+                      "resume_from_checkpoint", "overwrite_output_dir", "do_eval", "eval_models", "eval_epochs",
+                      "num_eval_runs", "eval_label_modes", "kd_temperature", "push_to_hub", "hub_dataset_id", "hub_private")
+REDACTED = "<redacted>"
+LAST_CHECKPOINT = ("true", "last")  # --resume_from_checkpoint values meaning the newest checkpoint in output_dir
+
 # Defaults that depend on the dataset ("configs as data"); a value given by the user always wins.
 # Paper settings (APM, Table A9) are the generic defaults; `digits` is sized to finish in minutes on 2 CPU cores.
 GENERIC_DEFAULTS = dict(ipc=10, iterations=2500, lr_img=1.0, lr_net=0.02, student_epochs=250, eval_epochs=1000,
@@ -50,7 +57,9 @@ class DistillationArguments:
     # > Teachers
     num_teachers: int | None = _arg(None, "Teachers in the pool (default 5; digits 3).")
     teacher_epochs: int | None = _arg(None, "Epochs per teacher (default 50; digits 30).")
-    teachers_dir: str | None = _arg(None, "Reuse (and complete) the teachers saved here (default: <output_dir>/teachers).")
+    teachers: str | None = _arg(None, "Teacher pool: a local folder, reused and completed with newly trained teachers, "
+                                      "or 'hf-hub:org/name[@revision]', downloaded and used as is "
+                                      "(default: <output_dir>/teachers).")
 
     # > APM
     ipc: int | None = _arg(None, "Synthetic images per class (default 10).")
@@ -72,6 +81,14 @@ class DistillationArguments:
     seed: int = _arg(0, "Seed of every random draw.")
     logging_steps: int = _arg(25, "Log the image loss every this many iterations.")
 
+    # > Long runs
+    save_steps: int = _arg(100, "Write <output_dir>/checkpoint-<iteration> every this many iterations, and at the last one.")
+    save_total_limit: int | None = _arg(2, "Keep the newest this many checkpoints (None: keep all).")
+    resume_from_checkpoint: str | None = _arg(None, "Continue from this checkpoint folder, or from the newest one in "
+                                                    "--output_dir with 'last' (or 'true').")
+    overwrite_output_dir: bool = _arg(False, "Start afresh in an --output_dir that holds a run with other arguments: "
+                                             "its checkpoints, results and teachers (unless --teachers) are deleted.")
+
     # > Evaluation
     do_eval: bool = _arg(True, "Evaluate after distilling.")
     eval_models: list[str] | None = _arg(None, "Architectures trained on the distilled set (default: --model).")
@@ -83,6 +100,13 @@ class DistillationArguments:
         "choices": list(LABEL_MODES)})
     kd_temperature: float = _arg(4.0, "Temperature of the 'kd' label mode.")
 
+    # > Hub
+    push_to_hub: bool = _arg(False, "Push the distilled/ folder as a Hub dataset repo at the end (needs --hub_dataset_id "
+                                    "and a token from `hf auth login` or HF_TOKEN).")
+    hub_dataset_id: str | None = _arg(None, "Dataset repo id to push to, e.g. 'org/cifar10-apm-ipc10'; also used in "
+                                            "the card's usage snippet.")
+    hub_private: bool = _arg(False, "Create the dataset repo as private.")
+
     def __post_init__(self):
         defaults = DATASET_DEFAULTS.get(self.dataset, GENERIC_DEFAULTS)
         for name, value in defaults.items():
@@ -93,27 +117,42 @@ class DistillationArguments:
         self.model_kwargs = dict(self.model_kwargs or {})
         if self.output_dir is None:
             self.output_dir = str(Path("outputs") / f"{_slug(self.dataset)}-apm-ipc{self.ipc}")
+        if self.push_to_hub and not self.hub_dataset_id:
+            raise ValueError("--push_to_hub needs --hub_dataset_id, the dataset repo to create, e.g. 'org/digits-apm-ipc10'.")
         parse_strategy(self.dsa_strategy)
         positive = ["ipc", "iterations", "student_epochs", "num_checkpoints", "refresh_every", "num_teachers",
-                    "teacher_epochs", "eval_epochs", "num_eval_runs", "batch_size", "logging_steps"]
-        for name in positive + ["batch_syn", "segment_size", "resolution"]:
+                    "teacher_epochs", "eval_epochs", "num_eval_runs", "batch_size", "logging_steps", "save_steps",
+                    "lr_img", "lr_net", "kd_temperature"]
+        for name in positive + ["batch_syn", "segment_size", "resolution", "save_total_limit"]:
             value = getattr(self, name)
-            if value is not None and value <= 0:
+            if value is not None and not value > 0:  # `not >` also rejects NaN
                 raise ValueError(f"--{name} must be positive, got {value}.")
-        for name in ("lr_img", "lr_net"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
+        if not self.ce_weight >= 0:
+            raise ValueError(f"--ce_weight must be zero or positive, got {self.ce_weight}; a negative weight would push "
+                             f"the images away from their class.")
         if self.num_checkpoints > self.student_epochs:
             raise ValueError(f"--num_checkpoints ({self.num_checkpoints}) cannot exceed --student_epochs ({self.student_epochs}).")
         if self.segment_size is not None and self.batch_syn is not None and self.segment_size > self.batch_syn:
             raise ValueError(f"--segment_size ({self.segment_size}) cannot exceed --batch_syn ({self.batch_syn}).")
-        unknown = [m for m in self.eval_label_modes if m not in LABEL_MODES]
-        if unknown or not self.eval_label_modes:
-            raise ValueError(f"--eval_label_modes {unknown} unknown; choose from {LABEL_MODES}.")
+        for f in fields(self):
+            values = getattr(self, f.name) if isinstance(getattr(self, f.name), list) else [getattr(self, f.name)]
+            if "choices" in f.metadata and (not values or any(v not in f.metadata["choices"] for v in values)):
+                raise ValueError(f"--{f.name} {getattr(self, f.name)!r} is not valid; choose from {f.metadata['choices']}.")
+        if self.overwrite_output_dir and str(self.resume_from_checkpoint).lower() in LAST_CHECKPOINT:
+            raise ValueError("--overwrite_output_dir deletes the checkpoints that --resume_from_checkpoint "
+                             f"{self.resume_from_checkpoint} would continue from; pass only one of them.")
 
     def to_dict(self) -> dict:
-        """JSON-able arguments."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """JSON-able arguments; fields named `*token` are redacted, so secrets are never written or logged."""
+        return {f.name: REDACTED if f.name.endswith("token") and getattr(self, f.name) else getattr(self, f.name)
+                for f in fields(self)}
+
+    def differences(self, saved: dict) -> list[str]:
+        """What differs from `saved` (an earlier run's `to_dict()`) and changes the distilled images, as
+        '--name saved -> now' strings; empty when this run may reuse that run's outputs."""
+        now = json.loads(json.dumps(self.to_dict()))
+        return [f"--{name} {saved[name]!r} -> {value!r}" for name, value in now.items()
+                if name not in RUN_NEUTRAL_FIELDS and name in saved and saved[name] != value]
 
 
 def _slug(dataset: str) -> str:

@@ -6,6 +6,7 @@ parquet files, or the built-in offline dataset `digits` (scikit-learn's 8x8 hand
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -18,11 +19,14 @@ from tqdm.auto import tqdm
 
 import datasets
 
+from .hub import dataset_provenance
+
 logger = logging.getLogger(__name__)
 
 BUILTIN_DATASETS = ("digits",)
 DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
+DIGITS_LICENSE = "cc-by-4.0"  # UCI ML repository, "Optical Recognition of Handwritten Digits"
 IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values", "picture")
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "target", "class")
 TEST_SPLIT_NAMES = ("test", "validation", "valid", "val")
@@ -74,15 +78,20 @@ def load_image_dataset(
         resolution: resize every image to `resolution` x `resolution` (bicubic, antialiased).
     """
     if dataset == "digits":
+        for flag, split, name in (("--train_split", train_split, "train"), ("--test_split", test_split, "test")):
+            if split not in (None, name):
+                raise ValueError(f"Split {split!r} not found in 'digits'; its splits are ['train', 'test'] and cannot be "
+                                 f"sliced. Leave {flag} unset (it is {name!r}).")
         return _load_digits(resolution)
     path, kwargs = _builder_arguments(dataset)
-    splits = datasets.get_dataset_split_names(path, config_name, **kwargs)
+    splits = _split_names(dataset, path, config_name, kwargs)
     train_split = train_split or ("train" if "train" in splits else None)
     test_split = test_split or next((s for s in TEST_SPLIT_NAMES if s in splits), None)
     for flag, split in (("--train_split", train_split), ("--test_split", test_split)):
         if split is None or split.split("[")[0] not in splits:
-            raise ValueError(f"Split {split!r} not found in {dataset!r}; its splits are {splits}. Pass {flag} "
-                             f"with one of them, or a slice such as 'train[90%:]' to hold part of a split out.")
+            problem = f"Split {split!r} not found" if split else f"No {flag} given and no default split found"
+            raise ValueError(f"{problem} in {dataset!r}; its splits are {splits}. Pass {flag} with one of them, "
+                             f"or a slice such as 'train[90%:]' to hold part of a split out.")
     train = datasets.load_dataset(path, config_name, split=train_split, **kwargs)
     test = datasets.load_dataset(path, config_name, split=test_split, **kwargs)
     image_column, label_column = find_columns(train.features, image_column, label_column)
@@ -91,7 +100,7 @@ def load_image_dataset(
     test_images, _ = decode_images(test, image_column, train_images.shape[-1], desc=f"decode {test_split}", mode=mode)
     source = {"dataset": dataset, "config_name": config_name, "train_split": train_split, "test_split": test_split,
               "image_column": image_column, "label_column": label_column,
-              "fingerprint": getattr(train, "_fingerprint", None)}
+              "fingerprint": getattr(train, "_fingerprint", None), **dataset_provenance(dataset)}
     return ImageClassificationData(train_images, _labels(train, label_column), test_images, _labels(test, label_column),
                                    class_names, source)
 
@@ -158,6 +167,20 @@ def _labels(ds: datasets.Dataset, column: str) -> torch.Tensor:
     return torch.as_tensor(np.asarray(ds.with_format("numpy")[column]), dtype=torch.int64)
 
 
+def _split_names(dataset: str, path: str, config_name: str | None, kwargs: dict) -> list[str]:
+    """The dataset's split names; this first access is where a wrong id or an unreachable Hub shows up."""
+    try:
+        return datasets.get_dataset_split_names(path, config_name, **kwargs)
+    except FileNotFoundError as err:
+        raise ValueError(f"Dataset {dataset!r} not found: it is no local folder or file, nor a Hub dataset you can "
+                         f"access ({err}). Check the id (like 'uoft-cs/cifar10'; run `hf auth login` for a gated or private "
+                         f"one), or pass a local folder or parquet files as --dataset.") from err
+    except ConnectionError as err:
+        raise ConnectionError(f"The Hugging Face Hub could not be reached for dataset {dataset!r} ({err}). Check the "
+                              f"network (and HF_HUB_OFFLINE), or download the dataset once and pass its local folder "
+                              f"as --dataset.") from err
+
+
 def _builder_arguments(dataset: str) -> tuple[str, dict]:
     """`load_dataset` path and keyword arguments for a Hub id, a folder, or parquet files."""
     if dataset.endswith(".parquet") or (("*" in dataset) and "parquet" in dataset):
@@ -169,6 +192,7 @@ def _builder_arguments(dataset: str) -> tuple[str, dict]:
 
 def _load_digits(resolution: int | None) -> ImageClassificationData:
     """scikit-learn's 8x8 digits (1,797 images) with a fixed stratified 70/30 split (seed 0)."""
+    import sklearn
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -181,7 +205,9 @@ def _load_digits(resolution: int | None) -> ImageClassificationData:
         images = torch.nn.functional.interpolate(images.float(), size=(resolution, resolution), mode="bicubic",
                                                  antialias=True).round().clamp(0, 255).to(torch.uint8)
     labels = torch.from_numpy(bunch.target).long()
-    source = {"dataset": "digits", "origin": "sklearn.datasets.load_digits",
+    fingerprint = hashlib.sha256(pixels.tobytes() + bunch.target.astype(np.int64).tobytes()).hexdigest()[:16]
+    source = {"dataset": "digits", "origin": "sklearn.datasets.load_digits", "revision": f"scikit-learn {sklearn.__version__}",
+              "fingerprint": fingerprint, "license": DIGITS_LICENSE,
               "split": f"stratified {1 - DIGITS_TEST_FRACTION:.0%}/{DIGITS_TEST_FRACTION:.0%}, random_state={DIGITS_SPLIT_SEED}",
               "train_split": "train", "test_split": "test"}
     return ImageClassificationData(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],

@@ -1,22 +1,31 @@
-"""The distilled set: container, safetensors storage and a picture of it."""
+"""The distilled set: container, its Hub dataset-repo folder (card, parquet, exact floats) and a picture of it."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image as PILImage
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torchvision.utils import make_grid, save_image
 
+import datasets
+
+from .cards import dataset_card
 from .files import atomic_directory
+from .hub import download_repo, is_repo_id
 from .preprocessing import Preprocessing
 
 DISTILLED_FILE = "distilled.safetensors"
+CARD_FILE = "README.md"
+PARQUET_FILE = "data/train-00000-of-00001.parquet"
 
 
 @dataclass
@@ -38,23 +47,91 @@ class DistilledSet:
         """The images in pixel space, clipped to [0, 1]."""
         return self.preprocessing.invert(self.images).clamp(0, 1)
 
+    def pixels_uint8(self) -> torch.Tensor:
+        """The images as 8-bit pixels [N, C, H, W], exactly what the `image` column's PNGs hold."""
+        return self.pixels().mul(255).round().to(torch.uint8)
 
-def save_distilled(distilled: DistilledSet, path: str | os.PathLike) -> Path:
-    """Write `path/distilled.safetensors` (tensors plus JSON metadata) atomically; return the folder."""
+    def to_dataset(self) -> datasets.Dataset:
+        """A `datasets.Dataset` with `image` (PNG), `label` (`ClassLabel`) and `soft_label` (teacher logits)."""
+        features = datasets.Features({
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=self.class_names),
+            "soft_label": datasets.List(datasets.Value("float32"), length=len(self.class_names)),
+        })
+        rows = {"image": [{"bytes": _png(p), "path": None} for p in self.pixels_uint8()],
+                "label": self.labels.tolist(), "soft_label": self.soft_labels.float().numpy()}
+        return datasets.Dataset.from_dict(rows, features=features, split=datasets.Split.TRAIN)
+
+
+def _png(pixels: torch.Tensor) -> bytes:
+    """PNG bytes of one uint8 [C, H, W] image (grayscale for one channel, RGB for three)."""
+    array = pixels.permute(1, 2, 0).numpy()
+    image = PILImage.fromarray(array[..., 0] if array.shape[-1] == 1 else np.ascontiguousarray(array))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_distilled(distilled: DistilledSet, path: str | os.PathLike, eval_results: dict | None = None,
+                   repo_id: str | None = None) -> Path:
+    """Write `path` atomically in the layout of a Hub dataset repo; return the folder.
+
+    The folder holds `README.md` (dataset card with `dataset_info`/`configs`), `data/train-00000-of-00001.parquet`
+    (`image`, `label`, `soft_label`) and `distilled.safetensors` (exact float images, labels, soft labels and the
+    preprocessing). `datasets.load_dataset(path)` and `load_distilled(path)` both read it.
+
+    Args:
+        distilled (`DistilledSet`): the set to write.
+        path (`str` or `os.PathLike`): the folder; it is replaced as a whole.
+        eval_results (`dict`, *optional*): `DistillationTrainer.evaluate()` output, for the card's results table.
+        repo_id (`str`, *optional*): the Hub id used in the card's usage snippet.
+    """
     tensors = {"images": distilled.images, "labels": distilled.labels, "soft_labels": distilled.soft_labels,
                **distilled.preprocessing.state_dict()}
     metadata = {"class_names": json.dumps(distilled.class_names), "metadata": json.dumps(distilled.metadata),
                 "format": "hf_distill.distilled/1"}
+    dataset = distilled.to_dataset()
     with atomic_directory(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / DISTILLED_FILE, metadata=metadata)
+        (tmp / PARQUET_FILE).parent.mkdir(parents=True)
+        dataset.to_parquet(tmp / PARQUET_FILE)
+        card = dataset_card(distilled, dataset, (tmp / PARQUET_FILE).stat().st_size, eval_results, repo_id)
+        card.save(tmp / CARD_FILE)
     return Path(path)
 
 
-def load_distilled(path: str | os.PathLike) -> DistilledSet:
-    """Load a set written by `save_distilled`: training-ready float images, labels, soft labels, preprocessing."""
-    file = Path(path) / DISTILLED_FILE if Path(path).is_dir() else Path(path)
+def write_card(path: str | os.PathLike, distilled: DistilledSet, eval_results: dict | None = None,
+               repo_id: str | None = None) -> Path:
+    """Re-render `path/README.md` of a saved set (e.g. once evaluation results exist), replacing it atomically."""
+    path = Path(path)
+    card = dataset_card(distilled, distilled.to_dataset(), (path / PARQUET_FILE).stat().st_size, eval_results, repo_id)
+    tmp = path / f".{CARD_FILE}.tmp"
+    card.save(tmp)
+    os.replace(tmp, path / CARD_FILE)
+    return path / CARD_FILE
+
+
+def load_distilled(source: str | os.PathLike, revision: str | None = None) -> DistilledSet:
+    """Load a distilled set: training-ready float images, labels, soft labels and the preprocessing.
+
+    Args:
+        source (`str` or `os.PathLike`): a folder written by `save_distilled`, its `distilled.safetensors`, or the id
+            of a Hub dataset repo holding one ("org/name"; downloaded with `huggingface_hub`, safetensors only).
+        revision (`str`, *optional*): branch, tag or commit of a Hub repo.
+
+    Example:
+        ```python
+        distilled = hf_distill.load_distilled("outputs/digits-apm-ipc10/distilled")
+        inputs = distilled.preprocessing(real_uint8_images)   # the same preprocessing for real test data
+        ```
+    """
+    path = Path(source)
+    if not path.exists() and is_repo_id(str(source)):
+        path = download_repo(str(source), "dataset", revision, [DISTILLED_FILE])
+    file = path / DISTILLED_FILE if path.is_dir() else path
     if not file.exists():
-        raise FileNotFoundError(f"No {DISTILLED_FILE} at {path}; pass the distilled/ folder written by hf_distill.")
+        raise FileNotFoundError(f"No {DISTILLED_FILE} at {source}; pass the distilled/ folder written by hf_distill "
+                                f"or the id of a Hub dataset repo it was pushed to.")
     with safe_open(file, framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = f.metadata()

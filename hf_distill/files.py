@@ -1,13 +1,19 @@
-"""Atomic writes: a folder or file appears complete under its final name, or not at all."""
+"""Atomic writes and checked reads: a folder or file appears complete under its final name, or not at all,
+and a file that cannot be read raises one error that names it and the fix."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 
 @contextlib.contextmanager
@@ -21,6 +27,53 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for file in tmp.rglob("*"):
+        if file.is_file():
+            _fsync(file)  # on disk before the rename, so a power cut cannot leave a complete-looking empty file
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
+
+
+def write_json(path: str | os.PathLike, content: Any) -> None:
+    """Write `content` as JSON to `path` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(content, indent=2))
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """The JSON content of `path`; a missing or corrupt file raises a ValueError naming it and `fix`."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _unreadable(path, err, fix) from err
+
+
+def read_tensors(path: str | os.PathLike, fix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing, truncated or corrupt file raises a ValueError naming it and `fix`."""
+    try:
+        return load_file(path)
+    except (OSError, SafetensorError) as err:
+        raise _unreadable(path, err, fix) from err
+
+
+def check_tensors_file(path: str | os.PathLike, fix: str) -> None:
+    """Raise like `read_tensors` if a safetensors file is missing or truncated, reading only its header."""
+    try:
+        with safe_open(path, framework="pt"):
+            pass
+    except (OSError, SafetensorError) as err:
+        raise _unreadable(path, err, fix) from err
+
+
+def _unreadable(path: str | os.PathLike, err: Exception, fix: str) -> ValueError:
+    return ValueError(f"{path} is missing, truncated or corrupt ({err}). {fix}")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())

@@ -11,10 +11,10 @@ from typing import Callable, ContextManager
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .data import ImageClassificationData
-from .files import atomic_directory
+from .files import atomic_directory, check_tensors_file, read_json, read_tensors
 from .models import create_model
 from .preprocessing import Preprocessing
 from .training import FitConfig, accuracy, fit, freeze
@@ -36,6 +36,10 @@ class TeacherSpec:
 
 
 def teacher_dir(root: str | os.PathLike, index: int) -> Path:
+    """Folder of teacher `index` in a pool: `teacher-NNN/`, except teacher 0 of an exported pool, which sits at the
+    root so that the pool is a timm model repo (`hf_distill.teacher_repos.export_teachers`)."""
+    if index == 0 and (Path(root) / "config.json").exists():
+        return Path(root)
     return Path(root) / f"teacher-{index:03d}"
 
 
@@ -71,12 +75,27 @@ def save_teacher(model: nn.Module, config: dict, path: str | os.PathLike) -> Non
 def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Load a teacher saved by `save_teacher`, frozen and in eval mode."""
     path = Path(path)
-    config = json.loads((path / "config.json").read_text())
+    config = read_teacher_config(path)
     model = create_model(config["architecture"], config["num_classes"], config["in_chans"], config["resolution"],
                          **config.get("model_kwargs", {}))
-    state = {k.removeprefix("module."): v for k, v in load_file(path / "model.safetensors").items()}
+    weights = read_tensors(path / "model.safetensors", _retrain(path))
+    state = {k.removeprefix("module."): v for k, v in weights.items()}
     model.load_state_dict(state)
     return freeze(model.to(device)), config
+
+
+def read_teacher_config(path: str | os.PathLike) -> dict:
+    """The `config.json` of the teacher saved in `path`."""
+    return read_json(Path(path) / "config.json", _retrain(path))
+
+
+def check_saved_teachers(root: str | os.PathLike, data: ImageClassificationData, num_teachers: int) -> None:
+    """Raise, before anything is trained, if a teacher saved in `root` is truncated or does not fit the data."""
+    for index in range(num_teachers):
+        path = teacher_dir(root, index)
+        if (path / "config.json").exists():
+            check_tensors_file(path / "model.safetensors", _retrain(path))
+            check_teacher(read_teacher_config(path), data, path)
 
 
 def check_teacher(config: dict, data: ImageClassificationData, path: str | os.PathLike) -> None:
@@ -85,7 +104,7 @@ def check_teacher(config: dict, data: ImageClassificationData, path: str | os.Pa
     expected = (data.class_names, data.channels, data.resolution)
     if found != expected:
         raise ValueError(f"Teacher {path} was trained for classes/channels/resolution {found}, but the data has {expected}. "
-                         f"Use teachers trained on this dataset, or another --teachers_dir.")
+                         f"Use teachers trained on this dataset, or another --teachers pool.")
 
 
 def save_preprocessing(preprocessing: Preprocessing, root: str | os.PathLike) -> None:
@@ -97,4 +116,10 @@ def save_preprocessing(preprocessing: Preprocessing, root: str | os.PathLike) ->
 
 def load_preprocessing(root: str | os.PathLike) -> Preprocessing | None:
     path = Path(root) / PREPROCESSING_FILE
-    return Preprocessing.from_state_dict(load_file(path)) if path.exists() else None
+    if not path.exists():
+        return None
+    return Preprocessing.from_state_dict(read_tensors(path, f"Delete {path} and rerun: it is fitted again on the train split."))
+
+
+def _retrain(path: str | os.PathLike) -> str:
+    return f"Delete the folder {path} and rerun: that teacher is trained again, the others are kept."

@@ -6,8 +6,8 @@ this trainer distils a *dataset* into a few synthetic images per class.
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 import platform
 import random
@@ -25,13 +25,19 @@ from transformers.trainer_callback import CallbackHandler
 
 from .apm import accumulate_image_gradient, snapshot_epochs
 from .arguments import DistillationArguments
+from .checkpoints import (Checkpoint, LoopState, checkpoint_to_resume, list_checkpoints, load_checkpoint, rng_state,
+                          rotate_checkpoints, save_checkpoint)
 from .data import ImageClassificationData, load_image_dataset
-from .distilled import DistilledSet, save_distilled, save_grid
+from .distilled import DistilledSet, save_distilled, save_grid, write_card
 from .evaluation import EvalJob, assemble_results, check_ipc, format_table, sample_real_subset, train_and_test
+from .files import write_json
 from .models import check_model_name, create_model
 from .preprocessing import Preprocessing
-from .teachers import (TeacherSpec, check_teacher, load_preprocessing, load_teacher, save_preprocessing, save_teacher,
-                       teacher_dir, train_teacher)
+from .hub import push_folder, require_token
+from .run_dir import check_output_dir, start_output_dir
+from .teacher_repos import resolve_teacher_pool
+from .teachers import (TeacherSpec, check_saved_teachers, check_teacher, load_preprocessing, load_teacher,
+                       save_preprocessing, save_teacher, teacher_dir, train_teacher)
 from .training import FitConfig, accuracy, fit, predict
 
 logger = logging.getLogger(__name__)
@@ -60,6 +66,7 @@ class DistillationTrainer:
         data: already-loaded data; by default `args.dataset` is loaded.
         callbacks: `transformers.TrainerCallback`s; `on_train_begin`, `on_step_begin`, `on_step_end`,
             `on_log`, `on_evaluate` and `on_train_end` are called, and `control.should_training_stop` is honoured.
+            `on_step_end` also receives `images`, the synthetic images after that step.
         accelerator: by default one is created with `args.mixed_precision`.
     """
 
@@ -78,12 +85,22 @@ class DistillationTrainer:
             check_model_name(name)
         if args.init == "real" or args.do_eval:
             check_ipc(data.train_labels, args.ipc, data.num_classes)
+        self._check_batch_sizes()
+        check_output_dir(args)
+        if not (args.overwrite_output_dir and args.teachers is None):  # otherwise the saved teachers are deleted
+            check_saved_teachers(self._teachers_root, data, args.num_teachers)
+        if self.is_main_process:
+            start_output_dir(args)
+        self.accelerator.wait_for_everyone()
         self.state = TrainerState()
         self.control = TrainerControl()
         self.callback_handler = DistillationCallbackHandler(callbacks or [])
         self.preprocessing: Preprocessing | None = None
         self.teachers: list[nn.Module] = []
         self.distilled: DistilledSet | None = None
+        self.teacher_configs: list[dict] = []
+        self.eval_results: dict | None = None
+        self._distilled_path: Path | None = None
 
     # ----------------------------------------------------------------------------------- helpers
     @property
@@ -94,6 +111,19 @@ class DistillationTrainer:
     def _shard(self) -> tuple[int, int]:
         return self.accelerator.process_index, self.accelerator.num_processes
 
+    @property
+    def _teachers_root(self) -> Path:
+        return Path(self.args.teachers or Path(self.args.output_dir) / "teachers")
+
+    def _check_batch_sizes(self) -> None:
+        args, size = self.args, self.args.ipc * self.data.num_classes
+        if args.batch_syn is not None and args.batch_syn > size:
+            raise ValueError(f"--batch_syn ({args.batch_syn}) exceeds the {size} synthetic images (ipc x classes); "
+                             f"lower it, or leave it unset to use all of them.")
+        if args.segment_size is not None and args.segment_size > (args.batch_syn or size):
+            raise ValueError(f"--segment_size ({args.segment_size}) exceeds the {args.batch_syn or size} images of a "
+                             f"batch (--batch_syn); lower it, or leave it unset for one segment per batch.")
+
     def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor, "sum") if self.accelerator.num_processes > 1 else tensor
 
@@ -103,18 +133,20 @@ class DistillationTrainer:
 
     # ---------------------------------------------------------------------------------- teachers
     def prepare_teachers(self) -> list[nn.Module]:
-        """Load the teachers in `teachers_dir`, training the missing ones (split across processes)."""
+        """Load the teacher pool `--teachers` (local, or downloaded from the Hub); train the missing ones of a local pool
+        (split across processes)."""
         if self.teachers:
             return self.teachers
         args, data, acc = self.args, self.data, self.accelerator
-        root = Path(args.teachers_dir or Path(args.output_dir) / "teachers")
+        with acc.main_process_first():
+            root = resolve_teacher_pool(str(self._teachers_root), args.num_teachers)
         if acc.is_main_process and load_preprocessing(root) is None:
             save_preprocessing(Preprocessing.fit(data.train_images, zca=args.zca), root)
         acc.wait_for_everyone()
         self.preprocessing = load_preprocessing(root)
         if self.preprocessing.zca != args.zca:
             raise ValueError(f"Teachers in {root} use zca={self.preprocessing.zca}, but --zca is {args.zca}; "
-                             f"use another --teachers_dir or match --zca.")
+                             f"use another --teachers pool or match --zca.")
         missing = [i for i in range(args.num_teachers) if not (teacher_dir(root, i) / "config.json").exists()]
         rank, world = self._shard
         for i in missing[rank::world]:
@@ -125,11 +157,12 @@ class DistillationTrainer:
             save_teacher(model, config, teacher_dir(root, i))
             logger.info("%s: train accuracy %.2f%%", label, config["train_accuracy"])
         acc.wait_for_everyone()
-        self.teachers = []
+        self.teachers, self.teacher_configs = [], []
         for i in range(args.num_teachers):
             model, config = load_teacher(teacher_dir(root, i), acc.device)
             check_teacher(config, data, teacher_dir(root, i))
             self.teachers.append(model)
+            self.teacher_configs.append(config)
         return self.teachers
 
     # ------------------------------------------------------------------------------ distillation
@@ -146,62 +179,119 @@ class DistillationTrainer:
     def _train_students(self, images: torch.Tensor, teacher: nn.Module, generator: torch.Generator,
                         seed: int) -> list[nn.Module]:
         """A fresh student trained on `images` to match the teacher's logits; K evenly spaced snapshots."""
-        args, data = self.args, self.data
+        args = self.args
         with torch.no_grad(), self.accelerator.autocast():
             targets = teacher(images).float()
         torch.manual_seed(seed)
-        student = create_model(self.model_name, data.num_classes, data.channels, data.resolution,
-                               **args.model_kwargs).to(self.accelerator.device)
-        return fit(student, images, targets, self._fit_config(args.student_epochs, args.lr_net), generator,
+        return fit(self._new_student(), images, targets, self._fit_config(args.student_epochs, args.lr_net), generator,
                    snapshot_epochs=snapshot_epochs(args.student_epochs, args.num_checkpoints),
                    autocast=self.accelerator.autocast, shard=self._shard, all_reduce=self._sum)
 
-    def train(self, resume_from_checkpoint: str | bool | None = None) -> DistilledSet:
-        """Run APM for `iterations` image updates and return the distilled set (also kept as `self.distilled`)."""
-        if resume_from_checkpoint:
-            raise NotImplementedError("Resuming a distillation run is not supported yet; start the run again.")
+    def _new_student(self) -> nn.Module:
+        data = self.data
+        return create_model(self.model_name, data.num_classes, data.channels, data.resolution,
+                            **self.args.model_kwargs).to(self.accelerator.device)
+
+    def _start_loop(self) -> tuple[LoopState, torch.Tensor]:
+        """Initial images (the same on every process) with their optimiser and scheduler, the loop's generators, labels."""
         args, acc = self.args, self.accelerator
-        teachers = self.prepare_teachers()
         generator = torch.Generator().manual_seed(args.seed)
         images, labels = self._initial_images(generator)
         images = broadcast(images.contiguous()) if acc.num_processes > 1 else images
         images.requires_grad_(True)
         optimizer = torch.optim.SGD([images], lr=args.lr_img, momentum=IMAGE_MOMENTUM)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [args.iterations // 2], gamma=IMAGE_LR_DECAY)
-        batch_syn = min(args.batch_syn or len(images), len(images))
+        return LoopState(images, optimizer, scheduler, generator, random.Random(args.seed)), labels
+
+    def _checkpoint_to_resume(self, resume: str | bool | None) -> Checkpoint | None:
+        path = checkpoint_to_resume(resume, self.args.output_dir)
+        if path is None:
+            return None
+        checkpoint = load_checkpoint(path)
+        changed = self.args.differences(checkpoint.args)
+        if changed:
+            raise ValueError(f"{path} was written by a run with other arguments ({'; '.join(changed)}); resume it with "
+                             f"its own arguments, or start this run without --resume_from_checkpoint.")
+        return checkpoint
+
+    def _image_step(self, loop: LoopState, batch: torch.Tensor, labels: torch.Tensor, teacher: nn.Module,
+                    segment_size: int) -> float:
+        """One APM update of the images on `batch`; returns the loss summed over processes."""
+        acc, images, step = self.accelerator, loop.images, self.state.global_step + 1
+        loop.optimizer.zero_grad(set_to_none=False)
+        local_loss = accumulate_image_gradient(images, batch, labels, teacher, loop.students, self.args.ce_weight,
+                                               segment_size, self._shard, acc.autocast)
+        if images.grad is None:
+            images.grad = torch.zeros_like(images)
+        images.grad = self._sum(images.grad)
+        loss = self._sum(torch.tensor([local_loss], device=acc.device)).item()
+        if not math.isfinite(loss):
+            raise self._non_finite(f"The APM loss is {loss}", step)
+        loop.optimizer.step()
+        loop.scheduler.step()
+        if not torch.isfinite(images).all():
+            raise self._non_finite("The synthetic images became infinite or NaN", step)
+        return loss
+
+    def _non_finite(self, problem: str, step: int) -> FloatingPointError:
+        last = list_checkpoints(self.args.output_dir)[-1:]
+        kept = f"{last[0]} holds the last good images" if last else "no checkpoint had been written yet"
+        return FloatingPointError(f"{problem} at iteration {step} of {self.args.iterations}, so the run stopped without "
+                                  f"saving it ({kept}). Lower --lr_img (or use --mixed_precision no) and start again.")
+
+    def _save_checkpoint(self, loop: LoopState) -> None:
+        """`checkpoint-<step>` with every process's RNG states, written by the main process; older ones rotate out."""
+        args, states = self.args, [rng_state()]
+        states = gather_object(states) if self.accelerator.num_processes > 1 else states
+        if self.is_main_process:
+            with_students = self.state.global_step % args.refresh_every != 0
+            save_checkpoint(args.output_dir, loop, self.state, args.to_dict(), states, with_students)
+            rotate_checkpoints(args.output_dir, args.save_total_limit)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> DistilledSet:
+        """Run APM for `iterations` image updates and return the distilled set (also kept as `self.distilled`).
+
+        Every `save_steps` iterations, and at the last one, the loop state goes to `<output_dir>/checkpoint-<step>`.
+        `resume_from_checkpoint` (default: `args.resume_from_checkpoint`) is a checkpoint folder, or `True` /
+        "last" for the newest one in `output_dir`; the run then continues exactly as if it had not stopped.
+        """
+        args, acc = self.args, self.accelerator
+        resume = args.resume_from_checkpoint if resume_from_checkpoint is None else resume_from_checkpoint
+        checkpoint = self._checkpoint_to_resume(resume)
+        teachers = self.prepare_teachers()
+        loop, labels = self._start_loop()
+        self.state = TrainerState(max_steps=args.iterations, logging_steps=args.logging_steps, save_steps=args.save_steps)
+        if checkpoint is not None:
+            self.state = checkpoint.restore(loop, self._new_student, acc.process_index)
+            logger.info("Resuming from %s: %d of %d iterations done.", checkpoint.path, self.state.global_step,
+                        args.iterations)
+        self.state.is_local_process_zero, self.state.is_world_process_zero = acc.is_local_main_process, acc.is_main_process
+        batch_syn = args.batch_syn or len(loop.images)
         segment_size = args.segment_size or batch_syn
-        teacher_draws = random.Random(args.seed)
-        self.state = TrainerState(max_steps=args.iterations, is_local_process_zero=acc.is_local_main_process,
-                                  is_world_process_zero=acc.is_main_process)
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
-        bar = tqdm(range(args.iterations), desc="APM", disable=not acc.is_main_process)
+        bar = tqdm(range(self.state.global_step, args.iterations), initial=self.state.global_step, total=args.iterations,
+                   desc="APM", disable=not acc.is_main_process)
         for it in bar:
             self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
-            batch = torch.randperm(len(images), generator=generator)[:batch_syn].to(acc.device)
+            batch = torch.randperm(len(loop.images), generator=loop.generator)[:batch_syn].to(acc.device)
             if it % args.refresh_every == 0:
-                teacher = teachers[teacher_draws.randrange(len(teachers))]
-                students = self._train_students(images[batch].detach(), teacher, generator,
-                                                args.seed + STUDENT_SEED_OFFSET + it)
-            optimizer.zero_grad(set_to_none=False)
-            local_loss = accumulate_image_gradient(images, batch, labels, teacher, students, args.ce_weight,
-                                                   segment_size, self._shard, acc.autocast)
-            if images.grad is None:
-                images.grad = torch.zeros_like(images)
-            images.grad = self._sum(images.grad)
-            loss = self._sum(torch.tensor([local_loss], device=acc.device)).item()
-            optimizer.step()
-            scheduler.step()
+                loop.teacher_index = loop.teacher_draws.randrange(len(teachers))
+                loop.students = self._train_students(loop.images[batch].detach(), teachers[loop.teacher_index],
+                                                     loop.generator, args.seed + STUDENT_SEED_OFFSET + it)
+            loss = self._image_step(loop, batch, labels, teachers[loop.teacher_index], segment_size)
             self.state.global_step = it + 1
             bar.set_postfix(loss=f"{loss:.4f}")
             if (it + 1) % args.logging_steps == 0 or it + 1 == args.iterations:
-                logs = {"loss": loss, "lr_img": scheduler.get_last_lr()[0], "step": it + 1}
+                logs = {"loss": loss, "lr_img": loop.scheduler.get_last_lr()[0], "step": it + 1}
                 self.state.log_history.append(logs)
                 self.control = self.callback_handler.on_log(args, self.state, self.control, logs=logs)
-            self.control = self.callback_handler.on_step_end(args, self.state, self.control)
+            if (it + 1) % args.save_steps == 0 or it + 1 == args.iterations:
+                self._save_checkpoint(loop)
+            self.control = self.callback_handler.on_step_end(args, self.state, self.control, images=loop.images.detach())
             if self.control.should_training_stop:
                 break
         self.control = self.callback_handler.on_train_end(args, self.state, self.control)
-        images = images.detach()
+        images = loop.images.detach()
         soft_labels = predict(teachers[0], images, autocast=acc.autocast)
         self.distilled = DistilledSet(images.cpu(), labels.cpu(), soft_labels, self.preprocessing, self.data.class_names,
                                       self._metadata())
@@ -211,7 +301,17 @@ class DistillationTrainer:
         return {"method": "APM", "paper": "arXiv:2312.08912", "model": self.model_name, "args": self.args.to_dict(),
                 "source": self.data.source, "resolution": self.data.resolution, "channels": self.data.channels,
                 "preprocessing": self.preprocessing.describe(), "soft_labels": "logits of teacher 0 on the final images",
-                "iterations_done": self.state.global_step}
+                "iterations_done": self.state.global_step, "compute": self._compute(),
+                "teachers": {"architecture": self.model_name, "count": len(self.teachers),
+                             "source": str(self._teachers_root), "epochs": [c["epochs"] for c in self.teacher_configs],
+                             "train_accuracy": [c["train_accuracy"] for c in self.teacher_configs]}}
+
+    def _compute(self) -> dict:
+        """Wall time since the trainer started, peak memory and hardware."""
+        acc = self.accelerator
+        return {"wall_time_s": time.time() - self._start_time, "peak_memory_mb": peak_memory_mb(),
+                "device": str(acc.device), "num_processes": acc.num_processes, "hardware": hardware_description(),
+                "torch": torch.__version__}
 
     # -------------------------------------------------------------------------------- evaluation
     def evaluate(self, distilled: DistilledSet | None = None) -> dict:
@@ -219,6 +319,8 @@ class DistillationTrainer:
 
         Returns the `eval_results.json` content; `results.distilled.<model>` and
         `results.random_subset.<model>` hold mean/std/runs (top-1 %) for the headline label mode.
+        `results.distilled_8bit.<model>` scores what the published `image` column gives: the images as 8-bit
+        pixels, preprocessed again, with the same soft labels (headline label mode only, to bound the cost).
         """
         args, acc, data = self.args, self.accelerator, self.data
         distilled = distilled or self.distilled
@@ -231,12 +333,13 @@ class DistillationTrainer:
         subset_images = preprocessing(data.train_images[subset])
         sets = {
             "distilled": (distilled.images, distilled.labels, distilled.soft_labels),
+            "distilled_8bit": (preprocessing(distilled.pixels_uint8()), distilled.labels, distilled.soft_labels),
             "random_subset": (subset_images, data.train_labels[subset],
                               predict(teachers[0], subset_images, autocast=acc.autocast)),
         }
-        models = args.eval_models or [self.model_name]
+        models, headline = args.eval_models or [self.model_name], args.eval_label_modes[0]
         jobs = [EvalJob(s, mode, m, r) for mode in args.eval_label_modes for s in sets for m in models
-                for r in range(args.num_eval_runs)]
+                for r in range(args.num_eval_runs) if s != "distilled_8bit" or mode == headline]
         rank, world = self._shard
         fit_config = self._fit_config(args.eval_epochs, args.lr_net)
         mine = []
@@ -248,20 +351,20 @@ class DistillationTrainer:
             mine.append((index, score))
         scores = dict(gather_object(mine) if world > 1 else mine)
         teacher_scores = [accuracy(t, data.test_images, data.test_labels, preprocessing, acc.autocast) for t in teachers]
-        results = assemble_results(jobs, [scores[i] for i in range(len(jobs))], teacher_scores, args.eval_label_modes[0])
+        results = assemble_results(jobs, [scores[i] for i in range(len(jobs))], teacher_scores, headline)
         output = {
             "dataset": args.dataset, "ipc": distilled.ipc, "model": self.model_name, "results": results,
-            "protocol": {"label_modes": args.eval_label_modes, "headline_label_mode": args.eval_label_modes[0],
+            "protocol": {"label_modes": args.eval_label_modes, "headline_label_mode": headline,
                          "eval_models": models, "eval_epochs": args.eval_epochs, "num_eval_runs": args.num_eval_runs,
                          "lr_net": args.lr_net, "batch_size": args.batch_size, "dsa_strategy": args.dsa_strategy,
                          "optimizer": "SGD momentum 0.9, wd 5e-4, lr x0.1 at half", "test_split": data.source.get("test_split"),
                          "test_size": len(data.test_labels),
                          "random_subset": "ipc real train images per class (seeded), labelled by teacher 0",
+                         "distilled_8bit": "the images as 8-bit pixels (the `image` column), preprocessed again, "
+                                           "with the same soft labels; headline label mode only",
                          "soft_labels": "logits of teacher 0", "teachers": len(teachers)},
             "args": args.to_dict(),
-            "compute": {"wall_time_s": time.time() - self._start_time, "peak_memory_mb": peak_memory_mb(),
-                        "device": str(acc.device), "num_processes": acc.num_processes,
-                        "hardware": hardware_description(), "torch": torch.__version__},
+            "compute": self._compute(),
         }
         self.control = self.callback_handler.on_evaluate(args, self.state, self.control, metrics=results)
         self.eval_results = output
@@ -269,25 +372,55 @@ class DistillationTrainer:
 
     # ----------------------------------------------------------------------------------- outputs
     def save_distilled(self, path: str | os.PathLike | None = None) -> Path | None:
-        """Write the distilled set (safetensors) and `distilled_grid.png`; main process only."""
+        """Write the distilled set as a Hub dataset-repo folder (card, parquet, safetensors; see `save_distilled`) and
+        `distilled_grid.png`; main process only. The card includes the evaluation results if `evaluate()` ran, and
+        `save_eval_results` refreshes it when they come later."""
         if self.distilled is None:
             raise ValueError("Nothing to save: call train() first.")
         path = Path(path or Path(self.args.output_dir) / "distilled")
         if self.is_main_process:
-            save_distilled(self.distilled, path)
+            save_distilled(self.distilled, path, self.eval_results, self.args.hub_dataset_id)
             save_grid(self.distilled, path.parent / "distilled_grid.png")
         self.accelerator.wait_for_everyone()
+        self._distilled_path = path
         return path
 
     def save_eval_results(self, results: dict, path: str | os.PathLike | None = None) -> Path:
-        """Write `eval_results.json` atomically (main process only)."""
+        """Write `eval_results.json` atomically (main process only); the card of a distilled set saved by this trainer
+        is re-rendered with the results."""
         path = Path(path or Path(self.args.output_dir) / "eval_results.json")
         if self.is_main_process:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(results, indent=2))
-            os.replace(tmp, path)
+            write_json(path, results)
+            if self._distilled_path is not None:
+                write_card(self._distilled_path, self.distilled, results, self.args.hub_dataset_id)
+        self.eval_results = results
         return path
+
+    def push_to_hub(self, repo_id: str | None = None, private: bool | None = None, token: str | None = None) -> str | None:
+        """Push the saved distilled/ folder as a Hub dataset repo (created if needed); return its URL.
+
+        The folder is saved first if it was not, and its card is rendered for `repo_id` (with the evaluation results
+        when there are some). Main process only; other processes return `None`.
+
+        Args:
+            repo_id (`str`, *optional*): "org/name"; defaults to `args.hub_dataset_id`.
+            private (`bool`, *optional*): defaults to `args.hub_private`.
+            token (`str`, *optional*): defaults to the logged-in token (`hf auth login`) or `HF_TOKEN`.
+
+        Raises:
+            `hf_distill.hub.HubError`: one sentence when there is no token or the Hub cannot be reached; every local
+            file is kept.
+        """
+        repo_id = repo_id or self.args.hub_dataset_id
+        if not repo_id:
+            raise ValueError("push_to_hub needs a dataset repo id: pass repo_id or set --hub_dataset_id.")
+        path = self._distilled_path or self.save_distilled()
+        if not self.is_main_process:
+            return None
+        token = require_token(token, path)
+        write_card(path, self.distilled, self.eval_results, repo_id)
+        private = self.args.hub_private if private is None else private
+        return push_folder(path, repo_id, "dataset", private, token, commit_message="Upload distilled set with hf-distill")
 
     def results_table(self, results: dict) -> str:
         return format_table(results["results"])

@@ -20,7 +20,7 @@ def test_distilled_ipc1_beats_random_subset_on_digits(tmp_path):
         args = DistillationArguments(dataset="digits", ipc=1, iterations=150, lr_img=0.33, num_teachers=2,
                                      teacher_epochs=30, student_epochs=60, eval_epochs=300, num_eval_runs=3,
                                      eval_label_modes=["logits_l1"], seed=seed, output_dir=str(tmp_path / str(seed)),
-                                     teachers_dir=str(tmp_path / "teachers"))
+                                     teachers=str(tmp_path / "teachers"))
         trainer = DistillationTrainer(args, data=data)
         trainer.train()
         results = trainer.evaluate()["results"]

@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) split the work and keep identical synthetic images."""
+"""Two CPU processes (gloo) split the work, keep identical synthetic images after every step, and resume exactly."""
 
 import json
 import os
@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--ipc", "2", "--iterations", "4", "--num_teachers", "2", "--teacher_epochs", "2", "--student_epochs", "3",
         "--num_checkpoints", "2", "--segment_size", "5", "--eval_epochs", "3", "--num_eval_runs", "2",
-        "--eval_label_modes", "logits_l1", "hard", "--model_kwargs", '{"net_width": 16}']
+        "--eval_label_modes", "logits_l1", "hard", "--model_kwargs", '{"net_width": 16}', "--save_steps", "2"]
 
 
 def _launch(script_args, num_processes, tmp_path):
@@ -38,15 +38,19 @@ def test_two_processes_split_work_and_keep_identical_images(tmp_path):
     info = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert [i["world"] for i in info] == [2, 2]
     assert torch.equal(ranks[0]["images"], ranks[1]["images"])
+    assert len(info[0]["image_hashes"]) == 4 and info[0]["image_hashes"] == info[1]["image_hashes"]  # after every step
+    assert [i["resume_is_exact"] for i in info] == [True, True]  # each rank restored the same state from checkpoint-2
     assert torch.equal(ranks[0]["soft_labels"], ranks[1]["soft_labels"])
-    # 20 images in segments of 5: 4 segments per iteration, 2 per rank; 2 teachers, 1 per rank; 8 eval jobs, 4 per rank
-    assert [i["work"] for i in info] == [{"segments": 8, "eval_jobs": 4, "teachers": 1}] * 2
+    # 20 images in segments of 5: 4 segments per iteration, 2 per rank; 2 teachers, 1 per rank; 10 eval jobs, 5 per rank
+    # (2 label modes x distilled and random subset, plus distilled_8bit in the headline mode, x 2 runs)
+    assert [i["work"] for i in info] == [{"segments": 8, "eval_jobs": 5, "teachers": 1}] * 2
     assert info[0]["results"] == info[1]["results"]
 
     single = tmp_path / "one"
     single.mkdir()
     _launch([str(ROOT / "tests/distributed/two_ranks.py"), str(single), "--output_dir", str(single / "run"), *TINY], 1, tmp_path)
     alone = load_file(single / "rank0.safetensors")
+    assert json.loads((single / "rank0.json").read_text())["resume_is_exact"]
     moved = (alone["images"] - ranks[0]["images"]).abs().max()
     assert moved < 1e-3, f"two processes should compute the single-process update, max difference {moved}"
 
@@ -58,3 +62,4 @@ def test_example_script_runs_under_accelerate_launch_with_two_processes(tmp_path
     assert results["compute"]["num_processes"] == 2
     assert len(results["results"]["distilled"]["convnet3"]["runs"]) == 2
     assert (tmp_path / "run" / "distilled" / "distilled.safetensors").exists()
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]

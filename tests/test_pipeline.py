@@ -40,6 +40,9 @@ def test_example_script_with_yaml_config_writes_every_output(tmp_path):
     assert distilled.labels.tolist() == [c for c in range(10) for _ in range(2)]
     assert distilled.soft_labels.shape == (20, 10)
     assert distilled.metadata["args"]["iterations"] == 4
+    card = (out / "distilled" / "README.md").read_text()  # saved before evaluation, re-rendered with the results after
+    assert "| random real subset, same IPC | soft: teacher logits, L1 | `convnet3` |" in card
+    assert (out / "distilled" / "data" / "train-00000-of-00001.parquet").exists()
     assert Image.open(out / "distilled_grid.png").size[0] > 32
 
     teacher = json.loads((out / "teachers" / "teacher-000" / "config.json").read_text())
@@ -49,21 +52,21 @@ def test_example_script_with_yaml_config_writes_every_output(tmp_path):
     assert (out / "teachers" / "teacher-000" / "model.safetensors").exists()
 
 
-def test_teachers_dir_is_reused_and_completed(tmp_path):
+def test_teachers_pool_is_reused_and_completed(tmp_path):
     first = DistillationTrainer(DistillationArguments(output_dir=str(tmp_path / "a"), **TINY))
     first.prepare_teachers()
     saved = tmp_path / "a" / "teachers" / "teacher-000" / "model.safetensors"
     stamp = saved.stat().st_mtime_ns
-    args = DistillationArguments(output_dir=str(tmp_path / "b"), teachers_dir=str(tmp_path / "a" / "teachers"),
+    args = DistillationArguments(output_dir=str(tmp_path / "b"), teachers=str(tmp_path / "a" / "teachers"),
                                  **{**TINY, "num_teachers": 2})
     second = DistillationTrainer(args, data=first.data)
     teachers = second.prepare_teachers()
     assert len(teachers) == 2 and saved.stat().st_mtime_ns == stamp  # the first was loaded, not retrained
     assert all(torch.equal(a, b) for a, b in zip(first.teachers[0].state_dict().values(), teachers[0].state_dict().values()))
     assert (tmp_path / "a" / "teachers" / "teacher-001" / "config.json").exists()
-    with pytest.raises(ValueError, match="--zca"):
-        DistillationTrainer(DistillationArguments(**{**vars(args), "zca": True, "model_kwargs": TINY["model_kwargs"]}),
-                            data=first.data).prepare_teachers()
+    with pytest.raises(ValueError, match="Teachers in .* use zca=False, but --zca is True"):
+        other = {**vars(args), "zca": True, "model_kwargs": TINY["model_kwargs"], "overwrite_output_dir": True}
+        DistillationTrainer(DistillationArguments(**other), data=first.data).prepare_teachers()
 
 
 def test_callbacks_see_every_step_and_can_stop_training(tmp_path):

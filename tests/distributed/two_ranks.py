@@ -1,10 +1,14 @@
-"""Run a tiny distillation on every process; save each rank's images and the work it did (used by test_multiprocess)."""
+"""Run a tiny distillation on every process; save each rank's images, a hash of its images after every step, the
+work it did, and whether resuming from checkpoint-2 reproduces its images (used by test_multiprocess)."""
 
+import hashlib
 import json
 import sys
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
+from transformers import TrainerCallback
 
 import hf_distill.trainer as trainer_module
 from hf_distill import DistillationTrainer
@@ -24,17 +28,30 @@ def segments(images, batch, labels, teacher, students, ce_weight, segment_size, 
     return len(batch.split(segment_size)[shard[0]::shard[1]])
 
 
+class ImageHashes(TrainerCallback):
+    def __init__(self):
+        self.hashes = []
+
+    def on_step_end(self, args, state, control, images=None, **kwargs):
+        self.hashes.append(hashlib.sha256(images.cpu().numpy().tobytes()).hexdigest())
+
+
 trainer_module.accumulate_image_gradient = counting(trainer_module.accumulate_image_gradient, "segments", segments)
 trainer_module.train_and_test = counting(trainer_module.train_and_test, "eval_jobs")
 trainer_module.train_teacher = counting(trainer_module.train_teacher, "teachers")
 
 out = Path(sys.argv[1])
 args = parse_args(sys.argv[2:])
-trainer = DistillationTrainer(args)
+hashes = ImageHashes()
+trainer = DistillationTrainer(args, callbacks=[hashes])
 distilled = trainer.train()
 results = trainer.evaluate()
 rank = trainer.accelerator.process_index
+done = dict(work)
+checkpoint = Path(args.output_dir) / "checkpoint-2"
+resumed = DistillationTrainer(args, data=trainer.data).train(resume_from_checkpoint=str(checkpoint))
 save_file({"images": distilled.images.contiguous(), "soft_labels": distilled.soft_labels.contiguous()},
           out / f"rank{rank}.safetensors")
-(out / f"rank{rank}.json").write_text(json.dumps({"work": work, "world": trainer.accelerator.num_processes,
-                                                  "results": results["results"]}))
+(out / f"rank{rank}.json").write_text(json.dumps({"work": done, "world": trainer.accelerator.num_processes,
+                                                  "results": results["results"], "image_hashes": hashes.hashes,
+                                                  "resume_is_exact": torch.equal(resumed.images, distilled.images)}))

@@ -1,0 +1,238 @@
+"""Bad input fails before any long work with one error that names the problem and the fix, and leaves no output."""
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import datasets
+import hf_distill.trainer as trainer_module
+from hf_distill import DistillationArguments, DistillationTrainer, load_image_dataset
+from hf_distill.arguments import REDACTED
+from hf_distill.checkpoints import list_checkpoints
+from hf_distill.teachers import load_teacher
+
+PACKAGE = Path(__file__).resolve().parents[1] / "hf_distill"
+TINY = dict(ipc=1, iterations=4, num_teachers=1, teacher_epochs=1, student_epochs=2, num_checkpoints=2, save_steps=2,
+            do_eval=False, model_kwargs='{"net_width": 16}')
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_image_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory, digits) -> Path:
+    root = tmp_path_factory.mktemp("shared")
+    DistillationTrainer(_args(root / "run", root / "teachers"), data=digits).prepare_teachers()
+    return root / "teachers"
+
+
+def _args(output_dir, teachers=None, **overrides) -> DistillationArguments:
+    pool = {"teachers": str(teachers)} if teachers else {}
+    return DistillationArguments(output_dir=str(output_dir), **pool, **{**TINY, **overrides})
+
+
+def _parquet(path: Path, columns: dict, features: dict) -> str:
+    datasets.Dataset.from_dict(columns, features=datasets.Features(features)).to_parquet(str(path))
+    return str(path)
+
+
+def _images(n: int) -> list:
+    return [Image.fromarray(np.full((4, 4), 20 * i, dtype=np.uint8)) for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------- data
+def test_missing_local_dataset_suggests_a_local_path(tmp_path):
+    with pytest.raises(ValueError, match=r"'.*nowhere' not found.*pass a local folder or parquet files as --dataset"):
+        load_image_dataset(str(tmp_path / "nowhere"))
+
+
+def test_unknown_hub_id_says_not_found(monkeypatch):
+    def not_found(*args, **kwargs):
+        raise datasets.exceptions.DatasetNotFoundError("Dataset 'nobody/nothing' doesn't exist on the Hub.")
+    monkeypatch.setattr(datasets, "get_dataset_split_names", not_found)
+    with pytest.raises(ValueError, match=r"'nobody/nothing' not found.*hf auth login.*local folder"):
+        load_image_dataset("nobody/nothing")
+
+
+def test_unreachable_hub_suggests_a_local_folder(monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConnectionError, match=r"Hub could not be reached.*pass its local folder as --dataset"):
+        load_image_dataset("nobody/nothing")
+
+
+def test_no_image_column_lists_the_columns_and_names_the_flag(tmp_path):
+    path = _parquet(tmp_path / "d.parquet", {"caption": ["a", "b"], "label": [0, 1]},
+                    {"caption": datasets.Value("string"), "label": datasets.Value("int64")})
+    with pytest.raises(ValueError, match=r"No image column.*\['caption', 'label'\]; pass --image_column"):
+        load_image_dataset(path, test_split="train")
+
+
+def test_no_label_column_lists_the_columns_and_names_the_flag(tmp_path):
+    path = _parquet(tmp_path / "d.parquet", {"image": _images(2), "score": [0.5, 0.7]},
+                    {"image": datasets.Image(), "score": datasets.Value("float32")})
+    with pytest.raises(ValueError, match=r"No label column.*\['image', 'score'\]; pass --label_column"):
+        load_image_dataset(path, test_split="train")
+
+
+@pytest.mark.parametrize("labels,feature", [(["cat", "dog"], datasets.Value("string")),
+                                            ([0.0, 1.5], datasets.Value("float32"))])
+def test_non_integer_labels_are_refused(tmp_path, labels, feature):
+    path = _parquet(tmp_path / "d.parquet", {"image": _images(2), "label": labels},
+                    {"image": datasets.Image(), "label": feature})
+    with pytest.raises(ValueError, match=r"not integer class ids.*class_encode_column"):
+        load_image_dataset(path, test_split="train")
+
+
+def test_missing_split_lists_the_splits(tmp_path):
+    path = _parquet(tmp_path / "d.parquet", {"image": _images(2), "label": [0, 1]},
+                    {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    with pytest.raises(ValueError, match=r"Split 'test' not found.*\['train'\]. Pass --test_split"):
+        load_image_dataset(path, test_split="test")
+    with pytest.raises(ValueError, match=r"No --test_split given and no default split found.*\['train'\]"):
+        load_image_dataset(path)
+    with pytest.raises(ValueError, match=r"Split 'validation' not found in 'digits'.*\['train', 'test'\].*--test_split"):
+        load_image_dataset("digits", test_split="validation")
+
+
+# ------------------------------------------------------------------------------- arguments and models
+@pytest.mark.parametrize("overrides,message", [
+    (dict(batch_syn=4, segment_size=8), "--segment_size"),
+    (dict(student_epochs=3, num_checkpoints=5), "--num_checkpoints"),
+    (dict(lr_img=0.0), "--lr_img must be positive"),
+    (dict(lr_net=math.nan), "--lr_net must be positive"),
+    (dict(iterations=-1), "--iterations must be positive"),
+    (dict(save_steps=0), "--save_steps must be positive"),
+    (dict(save_total_limit=0), "--save_total_limit must be positive"),
+    (dict(ce_weight=-0.1), "--ce_weight must be zero or positive"),
+    (dict(mixed_precision="fp32"), r"--mixed_precision 'fp32' is not valid; choose from \['no', 'bf16', 'fp16'\]"),
+    (dict(eval_label_modes=["soft"]), "--eval_label_modes"),
+    (dict(overwrite_output_dir=True, resume_from_checkpoint="last"), "pass only one of them"),
+])
+def test_bad_hyper_parameters(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _args(tmp_path / "run", **overrides)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(batch_syn=11), r"--batch_syn \(11\) exceeds the 10 synthetic images"),
+    (dict(segment_size=11), r"--segment_size \(11\) exceeds the 10 images"),
+    (dict(ipc=1000), r"Class \d has \d+ training images, fewer than ipc=1000.*Lower --ipc"),
+    (dict(model="convnet33"), r"Unknown model 'convnet33'.*Did you mean: convnet3"),
+    (dict(eval_models=["resnet18_smal"]), r"Unknown model 'resnet18_smal'.*resnet18_small"),
+])
+def test_inconsistent_settings_fail_before_any_output(tmp_path, digits, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        DistillationTrainer(_args(tmp_path / "run", **overrides), data=digits)
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------ teachers
+@pytest.mark.parametrize("change", [{"resolution": 16}, {"in_chans": 3}, {"class_names": list("abcdefghij")}])
+def test_teachers_that_do_not_fit_the_data_fail_before_training(tmp_path, digits, teachers, change):
+    pool = tmp_path / "teachers"
+    shutil.copytree(teachers, pool)
+    config = pool / "teacher-000" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
+    with pytest.raises(ValueError, match=r"teacher-000 was trained for classes/channels/resolution.*another --teachers"):
+        DistillationTrainer(_args(tmp_path / "run", pool, num_teachers=2), data=digits)
+    assert not (tmp_path / "run").exists() and not (pool / "teacher-001").exists()
+
+
+@pytest.mark.parametrize("file", ["model.safetensors", "config.json"])
+def test_truncated_teacher_names_the_folder_to_delete(tmp_path, digits, teachers, file):
+    pool = tmp_path / "teachers"
+    shutil.copytree(teachers, pool)
+    path = pool / "teacher-000" / file
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    fix = r"is missing, truncated or corrupt.*Delete the folder .*teacher-000 and rerun"
+    with pytest.raises(ValueError, match=fix):
+        DistillationTrainer(_args(tmp_path / "run", pool), data=digits)
+    with pytest.raises(ValueError, match=fix):
+        load_teacher(pool / "teacher-000")
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------ output_dir, checkpoints
+def test_output_dir_of_another_configuration_is_refused(tmp_path, digits, teachers):
+    out = tmp_path / "run"
+    DistillationTrainer(_args(out, teachers), data=digits).train()
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2", "checkpoint-4"]
+    with pytest.raises(ValueError, match=r"holds a run with other arguments \(--lr_img 3.3 -> 1.0\).*--overwrite_output_dir"
+                                         r".*--resume_from_checkpoint"):
+        DistillationTrainer(_args(out, teachers, lr_img=1.0), data=digits)
+    # logging, checkpointing and evaluation settings may change, e.g. to resume with --do_eval
+    DistillationTrainer(_args(out, teachers, logging_steps=1, save_steps=3, do_eval=True, eval_epochs=1), data=digits)
+    DistillationTrainer(_args(out, teachers, lr_img=1.0, overwrite_output_dir=True), data=digits)
+    assert list_checkpoints(out) == [] and json.loads((out / "run_args.json").read_text())["lr_img"] == 1.0
+    assert (teachers / "teacher-000").exists()  # a separate --teachers pool is never deleted
+
+
+def test_corrupt_checkpoint_names_the_file_and_the_fix(tmp_path, digits, teachers):
+    out = tmp_path / "run"
+    reference = DistillationTrainer(_args(out, teachers), data=digits).train()
+    state = out / "checkpoint-4" / "state.safetensors"
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"checkpoint-4/state.safetensors is missing, truncated or corrupt.*"
+                                         r"Delete .*checkpoint-4 to resume from the checkpoint before it"):
+        DistillationTrainer(_args(out, teachers), data=digits).train(resume_from_checkpoint=True)
+    shutil.rmtree(out / "checkpoint-4")  # the fix the error gives
+    resumed = DistillationTrainer(_args(out, teachers), data=digits).train(resume_from_checkpoint=True)
+    assert torch.equal(resumed.images, reference.images)
+    (out / "checkpoint-4" / "state.json").write_text("{")
+    with pytest.raises(ValueError, match=r"checkpoint-4/state.json is missing, truncated or corrupt"):
+        DistillationTrainer(_args(out, teachers), data=digits).train(resume_from_checkpoint=str(out / "checkpoint-4"))
+    with pytest.raises(ValueError, match=r"No checkpoint folder at .*checkpoint-7; pass a checkpoint-<step> folder"):
+        DistillationTrainer(_args(out, teachers), data=digits).train(resume_from_checkpoint=str(out / "checkpoint-7"))
+    with pytest.raises(ValueError, match=r"checkpoint-2 was written by a run with other arguments \(--seed 0 -> 1\)"):
+        DistillationTrainer(_args(tmp_path / "other", teachers, seed=1), data=digits).train(
+            resume_from_checkpoint=str(out / "checkpoint-2"))
+
+
+@pytest.mark.parametrize("spoil,problem", [("loss", "The APM loss is nan"),
+                                           ("gradient", "The synthetic images became infinite or NaN")])
+def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, digits, teachers, monkeypatch,
+                                                                          spoil, problem):
+    real, calls = trainer_module.accumulate_image_gradient, []
+
+    def spoiled_at_iteration_3(images, *args, **kwargs):
+        loss = real(images, *args, **kwargs)
+        calls.append(loss)
+        if len(calls) == 3 and spoil == "gradient":
+            images.grad.fill_(math.inf)
+        return math.nan if len(calls) == 3 and spoil == "loss" else loss
+    monkeypatch.setattr(trainer_module, "accumulate_image_gradient", spoiled_at_iteration_3)
+    out = tmp_path / "run"
+    trainer = DistillationTrainer(_args(out, teachers), data=digits)
+    with pytest.raises(FloatingPointError, match=rf"{problem} at iteration 3 of 4.*checkpoint-2 holds the last good "
+                                                 rf"images.*Lower --lr_img"):
+        trainer.train()
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2"] and trainer.distilled is None
+
+
+# ---------------------------------------------------------------------------------------------- safety
+def test_files_are_read_without_pickle_and_remote_code_is_never_trusted():
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        assert "import pickle" not in text and "trust_remote_code=True" not in text, path
+        for call in text.split("torch.load(")[1:]:
+            assert "weights_only=True" in call.split(")")[0], f"{path}: torch.load without weights_only=True"
+
+
+def test_token_fields_are_never_written(tmp_path):
+    @dataclass
+    class WithToken(DistillationArguments):
+        hub_token: str | None = None
+
+    args = WithToken(output_dir=str(tmp_path), hub_token="hf_secret", **TINY)
+    assert args.to_dict()["hub_token"] == REDACTED and "hf_secret" not in json.dumps(args.to_dict())
