@@ -6,7 +6,7 @@
 
 Each row runs `examples/distill.py --config benchmarks/configs/<row>.yaml` in its own process (so peak
 memory is per row) and writes `benchmarks/results/<row>.json`: eval_results.json plus `dataset`, `ipc`
-and the config. Rows that share `teachers_dir` reuse the same teachers.
+and the config. Rows that share `teachers` reuse the same teachers.
 """
 
 import argparse
