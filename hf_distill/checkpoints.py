@@ -29,11 +29,10 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
 from transformers import TrainerState
 
 from .arguments import LAST_CHECKPOINT
-from .files import atomic_directory, read_json, read_tensors
+from .files import atomic_directory, read_json, read_tensors, save_tensors
 from .training import freeze
 
 logger = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ def save_checkpoint(output_dir: str | os.PathLike, loop: LoopState, trainer_stat
              "rng": rng_states}
     path = Path(output_dir) / f"{CHECKPOINT_PREFIX}{trainer_state.global_step}"
     with atomic_directory(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / TENSORS_FILE)
+        save_tensors(tensors, tmp / TENSORS_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(state))
         trainer_state.save_to_json(str(tmp / TRAINER_STATE_FILE))
         (tmp / ARGS_FILE).write_text(json.dumps(args, indent=2))

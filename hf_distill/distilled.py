@@ -13,13 +13,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image as PILImage
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torchvision.utils import make_grid, save_image
 
 import datasets
 
 from .cards import dataset_card
-from .files import atomic_directory
+from .files import atomic_directory, atomic_file, save_tensors
 from .hub import download_repo, is_repo_id
 from .preprocessing import Preprocessing
 
@@ -92,7 +91,7 @@ def save_distilled(distilled: DistilledSet, path: str | os.PathLike, eval_result
                 "format": "hf_distill.distilled/1"}
     dataset = distilled.to_dataset()
     with atomic_directory(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / DISTILLED_FILE, metadata=metadata)
+        save_tensors(tensors, tmp / DISTILLED_FILE, metadata)
         (tmp / PARQUET_FILE).parent.mkdir(parents=True)
         dataset.to_parquet(tmp / PARQUET_FILE)
         card = dataset_card(distilled, dataset, (tmp / PARQUET_FILE).stat().st_size, eval_results, repo_id)
@@ -105,9 +104,8 @@ def write_card(path: str | os.PathLike, distilled: DistilledSet, eval_results: d
     """Re-render `path/README.md` of a saved set (e.g. once evaluation results exist), replacing it atomically."""
     path = Path(path)
     card = dataset_card(distilled, distilled.to_dataset(), (path / PARQUET_FILE).stat().st_size, eval_results, repo_id)
-    tmp = path / f".{CARD_FILE}.tmp"
-    card.save(tmp)
-    os.replace(tmp, path / CARD_FILE)
+    with atomic_file(path / CARD_FILE) as tmp:
+        card.save(tmp)
     return path / CARD_FILE
 
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 
 @contextlib.contextmanager
@@ -35,14 +35,30 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
-def write_json(path: str | os.PathLike, content: Any) -> None:
-    """Write `content` as JSON to `path` atomically (temporary file, then rename)."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path to write; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2))
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync(tmp)
     os.replace(tmp, path)
+
+
+def write_json(path: str | os.PathLike, content: Any) -> None:
+    """Write `content` as JSON to `path` atomically (temporary file, then rename)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(content, indent=2))
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write `tensors` (detached, on CPU, contiguous) to the safetensors file `path`."""
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path, metadata=metadata)
 
 
 def read_json(path: str | os.PathLike, fix: str) -> Any:

@@ -13,11 +13,10 @@ import os
 from pathlib import Path
 
 import torch.nn as nn
-from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
 from .cards import teacher_card
-from .files import atomic_directory
+from .files import atomic_directory, save_tensors
 from .hub import HUB_PREFIX, download_repo, push_folder
 from .preprocessing import Preprocessing
 from .teachers import PREPROCESSING_FILE, load_preprocessing, load_teacher, save_preprocessing, teacher_dir
@@ -63,7 +62,7 @@ def export_teachers(pool: str | os.PathLike, out: str | os.PathLike, repo_id: st
 def _save_timm_teacher(model: nn.Module, config: dict, preprocessing: Preprocessing, folder: Path) -> None:
     """`model.safetensors` plus a `config.json` that timm's `create_model("hf-hub:..." / "local-dir:...")` reads."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    save_tensors(model.state_dict(), folder / "model.safetensors")
     save_config_for_hf(model, str(folder / "config.json"), model_config={"label_names": config["class_names"]})
     timm_config = json.loads((folder / "config.json").read_text())
     # timm fills mean/std and input_size from the architecture's 3-channel defaults; these are the real ones.

@@ -11,10 +11,9 @@ from typing import Callable, ContextManager
 
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
 
 from .data import ImageClassificationData
-from .files import atomic_directory, check_tensors_file, read_json, read_tensors
+from .files import atomic_directory, atomic_file, check_tensors_file, read_json, read_tensors, save_tensors
 from .models import create_model
 from .preprocessing import Preprocessing
 from .training import FitConfig, accuracy, fit, freeze
@@ -66,9 +65,9 @@ def train_teacher(spec: TeacherSpec, data: ImageClassificationData, preprocessin
 
 def save_teacher(model: nn.Module, config: dict, path: str | os.PathLike) -> None:
     """Write `model.safetensors` and `config.json` into `path` atomically (temp folder, then rename)."""
-    state = {k.removeprefix("module."): v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k.removeprefix("module."): v for k, v in model.state_dict().items()}
     with atomic_directory(path) as tmp:
-        save_file(state, tmp / "model.safetensors")
+        save_tensors(state, tmp / "model.safetensors")
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
 
 
@@ -108,10 +107,8 @@ def check_teacher(config: dict, data: ImageClassificationData, path: str | os.Pa
 
 
 def save_preprocessing(preprocessing: Preprocessing, root: str | os.PathLike) -> None:
-    Path(root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(root) / f".{PREPROCESSING_FILE}.tmp"
-    save_file(preprocessing.state_dict(), tmp)
-    os.replace(tmp, Path(root) / PREPROCESSING_FILE)
+    with atomic_file(Path(root) / PREPROCESSING_FILE) as tmp:
+        save_tensors(preprocessing.state_dict(), tmp)
 
 
 def load_preprocessing(root: str | os.PathLike) -> Preprocessing | None:

@@ -34,13 +34,13 @@ def stop_before_call(module, name, number):
 
 
 def stop_after_tensors_of_checkpoint(number):
-    real = checkpoints_module.save_file
+    real = checkpoints_module.save_tensors
 
     def wrapped(tensors, path, *args, **kwargs):
         real(tensors, path, *args, **kwargs)
         if Path(path).parent.name.startswith(f".checkpoint-{number}-"):
             wait_to_be_killed()
-    checkpoints_module.save_file = wrapped
+    checkpoints_module.save_tensors = wrapped
 
 
 if point == "step":
