@@ -5,7 +5,9 @@
 Reads `<output_dir>/distilled` and `<output_dir>/teachers` of a finished run (real initialisation) and
 prints: mean |change| of the images against the pixel-space std of the start, teacher-0 agreement with the
 hard labels, and the mean |logit| of the soft labels, for the distilled set and the real images it
-started from.
+started from. Then it trains one student on the starting images as the run's first refresh does
+(`student_epochs`, L1 to teacher 0's logits) and prints, per snapshot, how far its logits on those images
+still are from the teacher's: the disagreement the first image step has to work with.
 """
 
 import sys
@@ -17,7 +19,9 @@ from hf_distill import load_distilled, load_image_dataset
 from hf_distill.evaluation import sample_real_subset
 from hf_distill.teacher_repos import resolve_teacher_pool
 from hf_distill.teachers import load_teacher, teacher_dir
-from hf_distill.training import predict
+from hf_distill.apm import snapshot_epochs
+from hf_distill.models import create_model
+from hf_distill.training import FitConfig, fit, predict
 
 
 def main(output_dir: str) -> None:
@@ -35,6 +39,16 @@ def main(output_dir: str) -> None:
     for name, logits in (("real start", start_logits), ("distilled", distilled.soft_labels)):
         agree = (logits.argmax(1) == distilled.labels).float().mean() * 100
         print(f"{name:>10}: teacher-0 argmax == label {agree:.0f}%, mean |soft label| {logits.abs().mean():.2f}")
+    epochs = args["student_epochs"]
+    torch.manual_seed(args["seed"])
+    student = create_model(distilled.metadata["model"], data.num_classes, data.channels, data.resolution,
+                           **args["model_kwargs"])
+    config = FitConfig(epochs=epochs, lr=args["lr_net"], batch_size=args["batch_size"], loss="l1",
+                       dsa_strategy=args["dsa_strategy"])
+    snapshots = fit(student, start, start_logits, config, torch.Generator().manual_seed(args["seed"]),
+                    snapshot_epochs=snapshot_epochs(epochs, args["num_checkpoints"]))
+    gaps = ", ".join(f"{(predict(s, start) - start_logits).abs().mean():.2f}" for s in snapshots)
+    print(f"student ({epochs} epochs) on the starting images: mean |s - t| per snapshot {gaps}")
 
 
 if __name__ == "__main__":

@@ -6,29 +6,75 @@
 
 Each row runs `examples/distill.py --config benchmarks/configs/<row>.yaml` in its own process (so peak
 memory is per row) and writes `benchmarks/results/<row>.json`: eval_results.json plus `dataset`, `ipc`
-and the config. Rows that share `teachers` reuse the same teachers.
+and the config. Rows that share `teachers` reuse the same teachers. A config with `seeds: [...]` runs once
+per seed (other initial images, students and evaluation inits) into `<output_dir>/seed<n>`, skipping seeds
+that already finished, and pools the runs of all seeds.
 """
 
 import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
+
+from hf_distill.evaluation import summarize
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
+def run_distill(config: dict, flags: dict) -> None:
+    """`examples/distill.py` with `config` (without the benchmark-only `seeds`) as `--config`, and `flags` on top."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+        yaml.safe_dump({k: v for k, v in config.items() if k != "seeds"}, file)
+        command = [sys.executable, str(ROOT / "examples" / "distill.py"), "--config", file.name]
+        subprocess.run(command + [arg for k, v in flags.items() for arg in (f"--{k}", str(v))], cwd=ROOT, check=True)
+
+
 def run_row(name: str) -> dict:
-    config_path = HERE / "configs" / f"{name}.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    subprocess.run([sys.executable, str(ROOT / "examples" / "distill.py"), "--config", str(config_path)], cwd=ROOT, check=True)
-    result = json.loads((ROOT / config["output_dir"] / "eval_results.json").read_text())
+    config = yaml.safe_load((HERE / "configs" / f"{name}.yaml").read_text())
+    seeds = config.get("seeds")
+    if not seeds:
+        run_distill(config, {})
+        result = json.loads((ROOT / config["output_dir"] / "eval_results.json").read_text())
+    else:
+        results = []
+        for seed in seeds:
+            output_dir = Path(config["output_dir"]) / f"seed{seed}"
+            done = ROOT / output_dir / "eval_results.json"
+            if not (done.exists() and _same_config(json.loads(done.read_text())["args"], config, seed)):
+                run_distill(config, {"seed": seed, "output_dir": output_dir})
+            results.append(json.loads(done.read_text()))
+        result = pool_seeds(results)
     result.update(row=name, config=config)
     (HERE / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _same_config(args: dict, config: dict, seed: int) -> bool:
+    """Whether a finished seed of a row ran with the row's current config (then it is not run again)."""
+    parsed = lambda k: json.loads(config[k]) if k == "model_kwargs" else config[k]  # noqa: E731
+    keys = set(config) - {"seeds", "seed", "output_dir"}
+    return args["seed"] == seed and all(str(args[k]) == str(parsed(k)) for k in keys)
+
+
+def pool_seeds(results: list[dict]) -> dict:
+    """One result for runs with different seeds: every mean/std/runs entry pools the runs of all seeds, and
+    `seed_means` keeps each seed's mean. Wall time and peak memory are the sum and the max over seeds."""
+    def pool(parts: list):
+        if isinstance(parts[0], dict) and "runs" in parts[0]:
+            return {**summarize([x for p in parts for x in p["runs"]]), "seed_means": [p["mean"] for p in parts]}
+        if isinstance(parts[0], dict):
+            return {key: pool([p[key] for p in parts]) for key in parts[0]}
+        return parts[0]
+    first = results[0]
+    compute = {**first["compute"], "wall_time_s": sum(r["compute"]["wall_time_s"] for r in results),
+               "peak_memory_mb": max(r["compute"]["peak_memory_mb"] for r in results)}
+    return {**first, "results": pool([r["results"] for r in results]), "compute": compute,
+            "seeds": [r["args"]["seed"] for r in results], "args": [r["args"] for r in results]}
 
 
 def table(results: list[dict]) -> str:
@@ -51,6 +97,15 @@ def write_readme(results: list[dict]) -> None:
     hardware = sorted({r["compute"].get("hardware", "?") for r in results})
     settings = "\n".join(f"- `{r['row']}`: " + ", ".join(f"{k}={v}" for k, v in r["config"].items() if k != "output_dir")
                          for r in results)
+    searches = sorted(p.stem for p in (HERE / "results" / "tuning").glob("*.json"))
+    tuned = (f"Settings of {', '.join(f'`{s}`' for s in searches)} were chosen with `benchmarks/tune.py` on a "
+             "validation slice of the train split (every candidate tried is in `results/tuning/`); the other rows "
+             "use settings fixed before they ran.") if searches else "Every row uses settings fixed before it ran."
+    per_seed = "\n".join(
+        f"- `{r['row']}`, per seed {r['seeds']}: distilled "
+        + ", ".join(f"{m:.1f}" for m in r["results"]["distilled"][r["model"]]["seed_means"]) + "; random subset "
+        + ", ".join(f"{m:.1f}" for m in r["results"]["random_subset"][r["model"]]["seed_means"])
+        for r in results if "seeds" in r)
     text = f"""# Benchmarks (CPU-sized)
 
 Produced by `python benchmarks/run.py` (then `python benchmarks/run.py --table`); raw numbers in `results/`.
@@ -63,11 +118,16 @@ Hardware: {'; '.join(hardware)}.
 
 {table(results)}
 
+A row with `seeds` pools the runs of every seed (each seed draws other initial images); its means per seed:
+{per_seed or "- none"}
+
 These are CPU-sized runs, far shorter than the paper's (2500 iterations, 250 student epochs,
 1000 evaluation epochs, ConvNet width 128): compare rows with each other, not with the paper.
 
 Settings per row (everything not listed is the default of `DistillationArguments`):
 {settings}
+
+{tuned}
 """
     (HERE / "README.md").write_text(text)
 

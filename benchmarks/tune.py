@@ -3,31 +3,35 @@
     python benchmarks/tune.py fashion_mnist_ipc1        # every candidate of that row in tuning.yaml
 
 `tuning.yaml` gives, per row, the validation split (`train_split` / `test_split`, both slices of the
-train split), a separate `teachers` (teachers trained on the reduced train split only) and a `grid` of
-candidate values. Each candidate runs `examples/distill.py` with the row's config plus those overrides and
+train split), a separate `teachers` (teachers trained on the reduced train split only) and `grids`: a
+list of grids of candidate values, one per round of the search, so the file keeps every candidate tried.
+Each candidate runs `examples/distill.py` with the row's config plus those overrides and
 is scored by distilled minus random-subset accuracy on the validation slice. Every candidate's scores go to
 `results/tuning/<row>.json`; the best one is printed, and copying it into `configs/<row>.yaml` is a
 visible, reviewed edit. `fixed` overrides apply to every candidate (e.g. only the headline label mode).
-A candidate whose output folder already holds results for the same flags is reused.
+A candidate whose output folder already holds results for the same flags is reused. A `seed` in a grid
+draws other initial images; candidates that differ only in seed are summarised by their mean gain, and
+the best setting is chosen among those run on the most seeds.
 """
 
 import argparse
 import itertools
 import json
-import subprocess
-import sys
+import statistics
 from pathlib import Path
 
 import yaml
+
+from run import run_distill
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def candidates(grid: dict[str, list]) -> list[dict]:
-    """Every combination of the grid's values, in a fixed order."""
-    names = sorted(grid)
-    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+def candidates(grids: list[dict[str, list]]) -> list[dict]:
+    """Every combination of each grid's values, grid by grid, in a fixed order."""
+    return [dict(zip(sorted(grid), values)) for grid in grids
+            for values in itertools.product(*(grid[n] for n in sorted(grid)))]
 
 
 def run_candidate(row: str, spec: dict, overrides: dict) -> dict:
@@ -37,9 +41,7 @@ def run_candidate(row: str, spec: dict, overrides: dict) -> dict:
              "output_dir": str(output_dir), **spec.get("fixed", {}), **overrides}
     results_file = ROOT / output_dir / "eval_results.json"
     if not (results_file.exists() and _same_args(json.loads(results_file.read_text())["args"], flags)):
-        command = [sys.executable, str(ROOT / "examples" / "distill.py"), "--config", str(HERE / "configs" / f"{row}.yaml")]
-        command += [arg for name, value in flags.items() for arg in (f"--{name}", str(value))]
-        subprocess.run(command, cwd=ROOT, check=True)
+        run_distill(yaml.safe_load((HERE / "configs" / f"{row}.yaml").read_text()), flags)
     result = json.loads(results_file.read_text())
     model = result["model"]
     distilled, random = result["results"]["distilled"][model], result["results"]["random_subset"][model]
@@ -48,9 +50,24 @@ def run_candidate(row: str, spec: dict, overrides: dict) -> dict:
 
 
 def _same_args(args: dict, flags: dict) -> bool:
-    """Whether a finished candidate ran with these flags (then it is reused, not re-run)."""
+    """Whether a finished candidate ran with these flags (then it is reused, not re-run); its folder may have moved."""
     as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
-    return all([str(x) for x in as_list(args[k])] == [str(x) for x in as_list(v)] for k, v in flags.items())
+    return all([str(x) for x in as_list(args[k])] == [str(x) for x in as_list(v)] for k, v in flags.items()
+               if k != "output_dir")
+
+
+def by_setting(scored: list[dict], default_seed: int) -> list[dict]:
+    """Candidates that differ only in `seed`, grouped: mean and std of the gain over their seeds."""
+    groups: dict[str, dict] = {}
+    for c in scored:
+        setting = {k: v for k, v in c["overrides"].items() if k != "seed"}
+        group = groups.setdefault(json.dumps(setting, sort_keys=True), {"setting": setting, "gains": {}})
+        group["gains"][c["overrides"].get("seed", default_seed)] = c["gain"]
+    for group in groups.values():
+        gains = list(group["gains"].values())
+        group["mean_gain"] = statistics.mean(gains)
+        group["std_gain"] = statistics.stdev(gains) if len(gains) > 1 else 0.0
+    return list(groups.values())
 
 
 def main() -> None:
@@ -58,17 +75,21 @@ def main() -> None:
     parser.add_argument("row", help="a config name with an entry in tuning.yaml")
     row = parser.parse_args().row
     spec = yaml.safe_load((HERE / "tuning.yaml").read_text())[row]
+    default_seed = yaml.safe_load((HERE / "configs" / f"{row}.yaml").read_text()).get("seed", 0)
     out = HERE / "results" / "tuning" / f"{row}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     scored = []
-    for overrides in candidates(spec["grid"]):
+    for overrides in candidates(spec["grids"]):
         scored.append(run_candidate(row, spec, overrides))
-        out.write_text(json.dumps({"row": row, "selection": spec, "candidates": scored}, indent=2) + "\n")
-    best = max(scored, key=lambda c: c["gain"])
-    for c in scored:
-        print(f"{c['overrides']}: distilled {c['distilled']['mean']:.1f} random {c['random_subset']['mean']:.1f} "
-              f"gain {c['gain']:+.1f}")
-    print(f"best on validation: {best['overrides']}")
+        settings = by_setting(scored, default_seed)
+        out.write_text(json.dumps({"row": row, "selection": spec, "candidates": scored, "settings": settings},
+                                  indent=2) + "\n")
+    most_seeds = max(len(g["gains"]) for g in settings)
+    best = max((g for g in settings if len(g["gains"]) == most_seeds), key=lambda g: g["mean_gain"])
+    for g in settings:
+        per_seed = ", ".join(f"seed {seed}: {gain:+.1f}" for seed, gain in sorted(g["gains"].items()))
+        print(f"{g['setting']}: gain {g['mean_gain']:+.1f} +- {g['std_gain']:.1f} ({per_seed})")
+    print(f"best on validation (mean over {most_seeds} seed(s)): {best['setting']}")
 
 
 if __name__ == "__main__":
