@@ -5,8 +5,8 @@
 Reads `<output_dir>/distilled` and `<output_dir>/teachers` of a finished run (real initialisation) and
 prints: mean |change| of the images against the pixel-space std of the start, teacher-0 agreement with the
 hard labels, and the mean |logit| of the soft labels, for the distilled set and the real images it
-started from. Then it trains one student on the starting images as the run's first refresh does
-(`student_epochs`, L1 to teacher 0's logits) and prints, per snapshot, how far its logits on those images
+started from. Then it trains one student on the starting images the way the run's refreshes do
+(`student_epochs`, `lr_net`, L1 to teacher 0's logits) and prints, per snapshot, how far its logits on those images
 still are from the teacher's: the disagreement the first image step has to work with.
 """
 

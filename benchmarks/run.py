@@ -45,7 +45,7 @@ def run_row(name: str) -> dict:
         for seed in seeds:
             output_dir = Path(config["output_dir"]) / f"seed{seed}"
             done = ROOT / output_dir / "eval_results.json"
-            if not (done.exists() and _same_config(json.loads(done.read_text())["args"], config, seed)):
+            if not (done.exists() and ran_with(json.loads(done.read_text())["args"], {**config, "seed": seed})):
                 run_distill(config, {"seed": seed, "output_dir": output_dir})
             results.append(json.loads(done.read_text()))
         result = pool_seeds(results)
@@ -54,11 +54,12 @@ def run_row(name: str) -> dict:
     return result
 
 
-def _same_config(args: dict, config: dict, seed: int) -> bool:
-    """Whether a finished seed of a row ran with the row's current config (then it is not run again)."""
-    parsed = lambda k: json.loads(config[k]) if k == "model_kwargs" else config[k]  # noqa: E731
-    keys = set(config) - {"seeds", "seed", "output_dir"}
-    return args["seed"] == seed and all(str(args[k]) == str(parsed(k)) for k in keys)
+def ran_with(args: dict, settings: dict) -> bool:
+    """Whether a finished run's `args` hold every value of `settings` (a config and/or flags; `output_dir` and
+    the benchmark-only `seeds` aside), so that its results can be reused instead of running it again."""
+    value = lambda k, v: json.loads(v) if k == "model_kwargs" and isinstance(v, str) else v  # noqa: E731
+    as_list = lambda v: [str(x) for x in (v if isinstance(v, list) else [v])]  # noqa: E731
+    return all(as_list(args[k]) == as_list(value(k, v)) for k, v in settings.items() if k not in ("output_dir", "seeds"))
 
 
 def pool_seeds(results: list[dict]) -> dict:

@@ -9,7 +9,7 @@ Each candidate runs `examples/distill.py` with the row's config plus those overr
 is scored by distilled minus random-subset accuracy on the validation slice. Every candidate's scores go to
 `results/tuning/<row>.json`; the best one is printed, and copying it into `configs/<row>.yaml` is a
 visible, reviewed edit. `fixed` overrides apply to every candidate (e.g. only the headline label mode).
-A candidate whose output folder already holds results for the same flags is reused. A `seed` in a grid
+A candidate whose output folder already holds results for the same config and flags is reused. A `seed` in a grid
 draws other initial images; candidates that differ only in seed are summarised by their mean gain, and
 the best setting is chosen among those run on the most seeds.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from run import run_distill
+from run import ran_with, run_distill
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -40,20 +40,14 @@ def run_candidate(row: str, spec: dict, overrides: dict) -> dict:
     flags = {"train_split": spec["train_split"], "test_split": spec["test_split"], "teachers": spec["teachers"],
              "output_dir": str(output_dir), **spec.get("fixed", {}), **overrides}
     results_file = ROOT / output_dir / "eval_results.json"
-    if not (results_file.exists() and _same_args(json.loads(results_file.read_text())["args"], flags)):
-        run_distill(yaml.safe_load((HERE / "configs" / f"{row}.yaml").read_text()), flags)
+    config = yaml.safe_load((HERE / "configs" / f"{row}.yaml").read_text())
+    if not (results_file.exists() and ran_with(json.loads(results_file.read_text())["args"], {**config, **flags})):
+        run_distill(config, flags)
     result = json.loads(results_file.read_text())
     model = result["model"]
     distilled, random = result["results"]["distilled"][model], result["results"]["random_subset"][model]
     return {"overrides": overrides, "distilled": distilled, "random_subset": random,
             "gain": distilled["mean"] - random["mean"], "wall_time_s": result["compute"]["wall_time_s"]}
-
-
-def _same_args(args: dict, flags: dict) -> bool:
-    """Whether a finished candidate ran with these flags (then it is reused, not re-run); its folder may have moved."""
-    as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
-    return all([str(x) for x in as_list(args[k])] == [str(x) for x in as_list(v)] for k, v in flags.items()
-               if k != "output_dir")
 
 
 def by_setting(scored: list[dict], default_seed: int) -> list[dict]:
