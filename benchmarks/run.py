@@ -7,8 +7,9 @@
 Each row runs `examples/distill.py --config benchmarks/configs/<row>.yaml` in its own process (so peak
 memory is per row) and writes `benchmarks/results/<row>.json`: eval_results.json plus `dataset`, `ipc`
 and the config. Rows that share `teachers` reuse the same teachers. A config with `seeds: [...]` runs once
-per seed (other initial images, students and evaluation inits) into `<output_dir>/seed<n>`, skipping seeds
-that already finished, and pools the runs of all seeds.
+per seed (other initial images, students and evaluation inits) into `<output_dir>/seed<n>` and pools the runs
+of all seeds. A run whose folder already finished with the same settings is reused; one that finished with
+other settings (an edited config) is run again in place.
 """
 
 import argparse
@@ -34,21 +35,23 @@ def run_distill(config: dict, flags: dict) -> None:
         subprocess.run(command + [arg for k, v in flags.items() for arg in (f"--{k}", str(v))], cwd=ROOT, check=True)
 
 
+def run_once(config: dict, flags: dict) -> dict:
+    """The eval_results of `config` with `flags` on top: reused if its output folder finished with these settings,
+    else run, replacing a finished run with other settings (an edited config)."""
+    done = ROOT / flags.get("output_dir", config["output_dir"]) / "eval_results.json"
+    if not (done.exists() and ran_with(json.loads(done.read_text())["args"], {**config, **flags})):
+        run_distill(config, {**flags, "overwrite_output_dir": True} if done.exists() else flags)
+    return json.loads(done.read_text())
+
+
 def run_row(name: str) -> dict:
     config = yaml.safe_load((HERE / "configs" / f"{name}.yaml").read_text())
     seeds = config.get("seeds")
     if not seeds:
-        run_distill(config, {})
-        result = json.loads((ROOT / config["output_dir"] / "eval_results.json").read_text())
+        result = run_once(config, {})
     else:
-        results = []
-        for seed in seeds:
-            output_dir = Path(config["output_dir"]) / f"seed{seed}"
-            done = ROOT / output_dir / "eval_results.json"
-            if not (done.exists() and ran_with(json.loads(done.read_text())["args"], {**config, "seed": seed})):
-                run_distill(config, {"seed": seed, "output_dir": output_dir})
-            results.append(json.loads(done.read_text()))
-        result = pool_seeds(results)
+        result = pool_seeds([run_once(config, {"seed": seed, "output_dir": str(Path(config["output_dir"]) / f"seed{seed}")})
+                             for seed in seeds])
     result.update(row=name, config=config)
     (HERE / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

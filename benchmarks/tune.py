@@ -22,10 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from run import ran_with, run_distill
+from run import run_once
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 
 
 def candidates(grids: list[dict[str, list]]) -> list[dict]:
@@ -39,11 +38,8 @@ def run_candidate(row: str, spec: dict, overrides: dict) -> dict:
     output_dir = Path("outputs") / "tune" / row / tag
     flags = {"train_split": spec["train_split"], "test_split": spec["test_split"], "teachers": spec["teachers"],
              "output_dir": str(output_dir), **spec.get("fixed", {}), **overrides}
-    results_file = ROOT / output_dir / "eval_results.json"
     config = yaml.safe_load((HERE / "configs" / f"{row}.yaml").read_text())
-    if not (results_file.exists() and ran_with(json.loads(results_file.read_text())["args"], {**config, **flags})):
-        run_distill(config, flags)
-    result = json.loads(results_file.read_text())
+    result = run_once(config, flags)
     model = result["model"]
     distilled, random = result["results"]["distilled"][model], result["results"]["random_subset"][model]
     return {"overrides": overrides, "distilled": distilled, "random_subset": random,
