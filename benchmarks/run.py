@@ -35,12 +35,18 @@ def run_distill(config: dict, flags: dict) -> None:
         subprocess.run(command + [arg for k, v in flags.items() for arg in (f"--{k}", str(v))], cwd=ROOT, check=True)
 
 
-def run_once(config: dict, flags: dict) -> dict:
+def run_once(config: dict, flags: dict, replace_stale: bool = True) -> dict:
     """The eval_results of `config` with `flags` on top: reused if its output folder finished with these settings,
-    else run, replacing a finished run with other settings (an edited config)."""
+    else run. A folder that finished with other settings (an edited config) is run again in place, or, without
+    `replace_stale`, raises so that a recorded result is never silently replaced."""
     done = ROOT / flags.get("output_dir", config["output_dir"]) / "eval_results.json"
-    if not (done.exists() and ran_with(json.loads(done.read_text())["args"], {**config, **flags})):
-        run_distill(config, {**flags, "overwrite_output_dir": True} if done.exists() else flags)
+    if done.exists() and ran_with(json.loads(done.read_text())["args"], {**config, **flags}):
+        return json.loads(done.read_text())
+    if done.exists() and not replace_stale:
+        raise ValueError(f"{done.parent} finished with other settings than it is asked for now (was the config "
+                         f"edited?); name the settings it ran with in its round of tuning.yaml, or delete the folder "
+                         f"to run it again.")
+    run_distill(config, {**flags, "overwrite_output_dir": True} if done.exists() else flags)
     return json.loads(done.read_text())
 
 

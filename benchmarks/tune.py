@@ -9,8 +9,10 @@ Each candidate runs `examples/distill.py` with the row's config plus those overr
 is scored by distilled minus random-subset accuracy on the validation slice. Every candidate's scores go to
 `results/tuning/<row>.json`; the best one is printed, and copying it into `configs/<row>.yaml` is a
 visible, reviewed edit. `fixed` overrides apply to every candidate (e.g. only the headline label mode).
-A candidate whose output folder already holds results for the same config and flags is reused. A `seed` in a grid
-draws other initial images; candidates that differ only in seed are summarised by their mean gain, and
+A candidate whose output folder already holds results for the same config and flags is reused; one that
+finished with other settings (the row's config was edited since) stops the search rather than being replaced:
+a round names every setting it relies on that a later config edit could change. A `seed` in a grid draws
+other initial images; candidates that differ only in seed are summarised by their mean gain, and
 the best setting is chosen among those run on the most seeds.
 """
 
@@ -39,7 +41,7 @@ def run_candidate(row: str, spec: dict, overrides: dict) -> dict:
     flags = {"train_split": spec["train_split"], "test_split": spec["test_split"], "teachers": spec["teachers"],
              "output_dir": str(output_dir), **spec.get("fixed", {}), **overrides}
     config = yaml.safe_load((HERE / "configs" / f"{row}.yaml").read_text())
-    result = run_once(config, flags)
+    result = run_once(config, flags, replace_stale=False)
     model = result["model"]
     distilled, random = result["results"]["distilled"][model], result["results"]["random_subset"][model]
     return {"overrides": overrides, "distilled": distilled, "random_subset": random,
