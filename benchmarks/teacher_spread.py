@@ -1,0 +1,56 @@
+"""How much the random-subset baseline depends on which teacher labels it, on the validation slice the pool trained on.
+
+    python benchmarks/teacher_spread.py outputs/tune/fashion_mnist_teachers --draws 10
+
+Reads the pool's dataset and splits from its teacher configs (a pool from `benchmarks/tune.py` trained on a slice of
+train and is scored on another slice; the test split is never read). Draws `--draws` random real subsets of `--ipc`
+images per class (seeds 0, 1, ...: the draws of benchmark seeds 0, 1, ...), labels each with the logits of every
+teacher of the pool, trains one fresh model per (draw, teacher) with the evaluation protocol (L1 to the logits,
+`--eval_epochs`, `--lr_net`, DSA) and prints the accuracy per draw and teacher, then each teacher's mean and std.
+"""
+
+import argparse
+import itertools
+import statistics
+
+import torch
+
+from hf_distill import load_image_dataset
+from hf_distill.evaluation import EvalJob, sample_real_subset, train_and_test
+from hf_distill.teachers import load_preprocessing, load_teacher, teacher_dir
+from hf_distill.training import FitConfig, predict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("teachers", help="a local teacher pool folder (teacher-000, teacher-001, ...)")
+    parser.add_argument("--draws", type=int, default=10)
+    parser.add_argument("--ipc", type=int, default=1)
+    parser.add_argument("--eval_epochs", type=int, default=1000)
+    parser.add_argument("--lr_net", type=float, default=0.1)
+    args = parser.parse_args()
+    count = next(i for i in itertools.count() if not teacher_dir(args.teachers, i).exists())
+    if count == 0:
+        raise SystemExit(f"No teacher-000 in {args.teachers}: pass a local pool folder written by a run or tune.py.")
+    teachers, configs = zip(*(load_teacher(teacher_dir(args.teachers, i)) for i in range(count)))
+    source = configs[0]["source"]
+    data = load_image_dataset(source["dataset"], source["config_name"], source["image_column"], source["label_column"],
+                              source["train_split"], source["test_split"], configs[0]["resolution"])
+    preprocessing = load_preprocessing(args.teachers)
+    config = FitConfig(epochs=args.eval_epochs, lr=args.lr_net, loss="l1")
+    job = EvalJob("random_subset", "logits_l1", configs[0]["architecture"], 0)
+    print(f"{source['dataset']} train {source['train_split']}, scored on {source['test_split']}, IPC {args.ipc}")
+    print("draw | " + " | ".join(f"teacher {i}" for i in range(count)))
+    scores: list[list[float]] = [[] for _ in range(count)]
+    for draw in range(args.draws):
+        index = sample_real_subset(data.train_labels, args.ipc, data.num_classes, torch.Generator().manual_seed(draw))
+        images = preprocessing(data.train_images[index])
+        for i, teacher in enumerate(teachers):
+            scores[i].append(train_and_test(job, images, data.train_labels[index], predict(teacher, images), data,
+                                            preprocessing, config, draw, configs[i]["model_kwargs"]))
+        print(f"{draw} | " + " | ".join(f"{s[-1]:.1f}" for s in scores), flush=True)
+    print("mean | " + " | ".join(f"{statistics.fmean(s):.1f} +- {statistics.stdev(s):.1f}" for s in scores))
+
+
+if __name__ == "__main__":
+    main()
