@@ -10,6 +10,7 @@ The same script runs on CPU, one GPU, several GPUs or machines:
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 examples/distill.py   # 2 CPU processes
     python examples/distill.py --resume_from_checkpoint last     # continue an interrupted run from its newest checkpoint
     python examples/distill.py --push_to_hub --hub_dataset_id org/digits-apm-ipc10   # share distilled/ on the Hub
+    python examples/distill.py --push_to_hub --hub_dataset_id org/digits-apm-ipc10 --hub_teachers_id org/digits-teachers
 
 Outputs in --output_dir: teachers/, checkpoint-<iteration>/, distilled/, distilled_grid.png, eval_results.json.
 """
@@ -33,6 +34,8 @@ def main(args: DistillationArguments) -> None:
     if args.push_to_hub:
         try:
             trainer.accelerator.print(f"Pushed to {trainer.push_to_hub()}")
+            if args.hub_teachers_id:
+                trainer.accelerator.print(f"Pushed teachers to {trainer.push_teachers_to_hub()}")
         except HubError as error:
             raise SystemExit(str(error)) from None
     trainer.accelerator.end_training()

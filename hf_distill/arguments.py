@@ -14,7 +14,8 @@ LABEL_MODES = ("logits_l1", "kd", "hard")
 # Fields that leave the distilled images unchanged: an output_dir or a checkpoint may be reused when only these differ.
 RUN_NEUTRAL_FIELDS = ("output_dir", "logging_steps", "save_steps", "save_total_limit",
                       "resume_from_checkpoint", "overwrite_output_dir", "do_eval", "eval_models", "eval_epochs",
-                      "num_eval_runs", "eval_label_modes", "kd_temperature", "push_to_hub", "hub_dataset_id", "hub_private")
+                      "num_eval_runs", "eval_label_modes", "kd_temperature", "push_to_hub", "hub_dataset_id", "hub_private",
+                      "hub_teachers_id")
 REDACTED = "<redacted>"
 LAST_CHECKPOINT = ("true", "last")  # --resume_from_checkpoint values meaning the newest checkpoint in output_dir
 
@@ -105,7 +106,10 @@ class DistillationArguments:
                                     "and a token from `hf auth login` or HF_TOKEN).")
     hub_dataset_id: str | None = _arg(None, "Dataset repo id to push to, e.g. 'org/cifar10-apm-ipc10'; also used in "
                                             "the card's usage snippet.")
-    hub_private: bool = _arg(False, "Create the dataset repo as private.")
+    hub_private: bool = _arg(False, "Create the dataset repo (and the teachers' model repo) as private.")
+    hub_teachers_id: str | None = _arg(None, "With --push_to_hub, also push the teacher pool as a timm model repo with "
+                                             "this id, e.g. 'org/cifar10-convnet3-teachers'; later runs reuse it with "
+                                             "--teachers hf-hub:<id>.")
 
     def __post_init__(self):
         defaults = DATASET_DEFAULTS.get(self.dataset, GENERIC_DEFAULTS)
@@ -119,6 +123,11 @@ class DistillationArguments:
             self.output_dir = str(Path("outputs") / f"{_slug(self.dataset)}-apm-ipc{self.ipc}")
         if self.push_to_hub and not self.hub_dataset_id:
             raise ValueError("--push_to_hub needs --hub_dataset_id, the dataset repo to create, e.g. 'org/digits-apm-ipc10'.")
+        if self.hub_teachers_id and not self.push_to_hub:
+            raise ValueError("--hub_teachers_id is only used with --push_to_hub; add --push_to_hub, or drop it.")
+        if self.hub_teachers_id and (self.teachers or "").startswith("hf-hub:"):
+            raise ValueError(f"--hub_teachers_id: the teachers already come from the Hub ({self.teachers}); drop "
+                             f"--hub_teachers_id.")
         parse_strategy(self.dsa_strategy)
         positive = ["ipc", "iterations", "student_epochs", "num_checkpoints", "refresh_every", "num_teachers",
                     "teacher_epochs", "eval_epochs", "num_eval_runs", "batch_size", "logging_steps", "save_steps",

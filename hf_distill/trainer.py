@@ -35,7 +35,7 @@ from .models import check_model_name, create_model
 from .preprocessing import Preprocessing
 from .hub import push_folder, require_token
 from .run_dir import check_output_dir, start_output_dir
-from .teacher_repos import resolve_teacher_pool
+from .teacher_repos import push_teachers, resolve_teacher_pool
 from .teachers import (TeacherSpec, check_saved_teachers, check_teacher, load_preprocessing, load_teacher,
                        save_preprocessing, save_teacher, teacher_dir, train_teacher)
 from .training import FitConfig, accuracy, fit, predict
@@ -421,6 +421,21 @@ class DistillationTrainer:
         write_card(path, self.distilled, self.eval_results, repo_id)
         private = self.args.hub_private if private is None else private
         return push_folder(path, repo_id, "dataset", private, token, commit_message="Upload distilled set with hf-distill")
+
+    def push_teachers_to_hub(self, repo_id: str | None = None, private: bool | None = None,
+                             token: str | None = None) -> str | None:
+        """Push the run's teacher pool as a timm model repo (exported to `<pool>-hub/` first); return its URL.
+
+        Main process only; other processes return `None`. Arguments and errors as `push_to_hub`, with `repo_id`
+        defaulting to `args.hub_teachers_id`.
+        """
+        repo_id = repo_id or self.args.hub_teachers_id
+        if not repo_id:
+            raise ValueError("push_teachers_to_hub needs a model repo id: pass repo_id or set --hub_teachers_id.")
+        if not self.is_main_process:
+            return None
+        private = self.args.hub_private if private is None else private
+        return push_teachers(self._teachers_root, repo_id, private, require_token(token, self._teachers_root))
 
     def results_table(self, results: dict) -> str:
         return format_table(results["results"])

@@ -132,3 +132,8 @@ def test_sources_record_revision_fingerprint_and_license(tmp_path):
 def test_push_to_hub_needs_a_dataset_id():
     with pytest.raises(ValueError, match="--push_to_hub needs --hub_dataset_id"):
         DistillationArguments(push_to_hub=True)
+    with pytest.raises(ValueError, match="--hub_teachers_id is only used with --push_to_hub"):
+        DistillationArguments(hub_teachers_id="org/teachers")
+    with pytest.raises(ValueError, match=r"the teachers already come from the Hub \(hf-hub:org/pool\)"):
+        DistillationArguments(push_to_hub=True, hub_dataset_id="org/set", hub_teachers_id="org/teachers",
+                              teachers="hf-hub:org/pool")

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 import datasets
 import hf_distill.hub
-from hf_distill import DistillationArguments, DistillationTrainer, HubError, export_teachers, load_distilled, push_teachers
+from hf_distill import DistillationArguments, DistillationTrainer, HubError, export_teachers, load_distilled
 from hf_distill import teacher_repos
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(hf_distill.hub, "HfApi", RecordingHfApi)
         patch.setenv("HF_TOKEN", SECRET)
-        urls = [trainer.push_to_hub(DATASET_ID, private=True), push_teachers(out / "out" / "teachers", TEACHERS_ID)]
+        urls = [trainer.push_to_hub(DATASET_ID, private=True), trainer.push_teachers_to_hub(TEACHERS_ID)]
     return {"trainer": trainer, "out": out / "out", "results": results, "calls": list(RecordingHfApi.calls),
             "urls": urls, "mirrors": out / "mirrors"}
 
