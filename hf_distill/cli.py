@@ -18,14 +18,20 @@ def make_parser() -> HfArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> DistillationArguments:
-    """Parse flags; values in `--config file.yaml` become defaults that explicit flags override."""
+    """Parse flags; values in `--config file.yaml` become defaults that explicit flags override.
+
+    Invalid arguments exit like argparse does (usage, then `error: <what is wrong and the fix>`, status 2).
+    """
     parser = make_parser()
     argv = sys.argv[1:] if argv is None else argv
     known, _ = parser.parse_known_args(argv)
-    if known.config:
-        config = yaml.safe_load(Path(known.config).read_text()) or {}
-        unknown = sorted(set(config) - {a.dest for a in parser._actions})
-        if unknown:
-            raise ValueError(f"Unknown keys {unknown} in {known.config}; use the flag names of `--help`.")
-        parser.set_defaults(**config)
-    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)[0]
+    try:
+        if known.config:
+            config = yaml.safe_load(Path(known.config).read_text()) or {}
+            unknown = sorted(set(config) - {a.dest for a in parser._actions})
+            if unknown:
+                raise ValueError(f"Unknown keys {unknown} in {known.config}; use the flag names of `--help`.")
+            parser.set_defaults(**config)
+        return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)[0]
+    except ValueError as error:
+        parser.error(str(error))

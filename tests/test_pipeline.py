@@ -89,7 +89,7 @@ def test_callbacks_see_every_step_and_can_stop_training(tmp_path):
     assert distilled.metadata["iterations_done"] == 2
 
 
-def test_arguments_validate_and_fill_dataset_defaults(tmp_path):
+def test_arguments_validate_and_fill_dataset_defaults(tmp_path, capsys):
     args = parse_args(["--ipc", "3"])
     assert args.iterations == 150 and args.output_dir == "outputs/digits-apm-ipc3"  # digits defaults
     generic = DistillationArguments(dataset="uoft-cs/cifar10")
@@ -103,8 +103,10 @@ def test_arguments_validate_and_fill_dataset_defaults(tmp_path):
         DistillationArguments(lr_img=0)
     bad = tmp_path / "bad.yaml"
     bad.write_text("ipcs: 3\n")
-    with pytest.raises(ValueError, match="ipcs"):
-        parse_args(["--config", str(bad)])
+    for argv, message in ((["--config", str(bad)], "Unknown keys ['ipcs']"), (["--ipc", "0"], "--ipc must be positive")):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(argv)
+        assert exit_info.value.code == 2 and f"error: {message}" in capsys.readouterr().err
 
 
 def test_ipc_larger_than_a_class_fails_before_any_training(tmp_path):
