@@ -2,21 +2,20 @@
 
     python benchmarks/teacher_spread.py outputs/tune/fashion_mnist_teachers --draws 10
 
-Reads the pool's dataset and splits from its teacher configs (a pool from `benchmarks/tune.py` trained on a slice of
-train and is scored on another slice; the test split is never read). Draws `--draws` random real subsets of `--ipc`
+Reads the pool's dataset and splits from its teacher configs. Only a pool trained on a slice of a split (as
+`benchmarks/tune.py` writes) is accepted: it is scored on its other slice, so the test split is never read. Draws `--draws` random real subsets of `--ipc`
 images per class (seeds 0, 1, ...: the draws of benchmark seeds 0, 1, ...), labels each with the logits of every
 teacher of the pool, trains one fresh model per (draw, teacher) with the evaluation protocol (L1 to the logits,
 `--eval_epochs`, `--lr_net`, DSA) and prints the accuracy per draw and teacher, then each teacher's mean and std.
 """
 
 import argparse
-import itertools
-import statistics
 
 import torch
 
 from hf_distill import load_image_dataset
-from hf_distill.evaluation import EvalJob, sample_real_subset, train_and_test
+from hf_distill.evaluation import EvalJob, sample_real_subset, summarize, train_and_test
+from hf_distill.teacher_repos import pool_size
 from hf_distill.teachers import load_preprocessing, load_teacher, teacher_dir
 from hf_distill.training import FitConfig, predict
 
@@ -29,11 +28,14 @@ def main() -> None:
     parser.add_argument("--eval_epochs", type=int, default=1000)
     parser.add_argument("--lr_net", type=float, default=0.1)
     args = parser.parse_args()
-    count = next(i for i in itertools.count() if not teacher_dir(args.teachers, i).exists())
+    count = pool_size(args.teachers)
     if count == 0:
-        raise SystemExit(f"No teacher-000 in {args.teachers}: pass a local pool folder written by a run or tune.py.")
+        raise SystemExit(f"No teacher-000 in {args.teachers}: pass a local pool folder written by tune.py.")
     teachers, configs = zip(*(load_teacher(teacher_dir(args.teachers, i)) for i in range(count)))
     source = configs[0]["source"]
+    if source["test_split"].split("[")[0] != source["train_split"].split("[")[0]:
+        raise SystemExit(f"{args.teachers} is scored on the split '{source['test_split']}', not on a slice of its train "
+                         f"split '{source['train_split']}'; pass a validation pool written by tune.py.")
     data = load_image_dataset(source["dataset"], source["config_name"], source["image_column"], source["label_column"],
                               source["train_split"], source["test_split"], configs[0]["resolution"])
     preprocessing = load_preprocessing(args.teachers)
@@ -49,7 +51,7 @@ def main() -> None:
             scores[i].append(train_and_test(job, images, data.train_labels[index], predict(teacher, images), data,
                                             preprocessing, config, draw, configs[i]["model_kwargs"]))
         print(f"{draw} | " + " | ".join(f"{s[-1]:.1f}" for s in scores), flush=True)
-    print("mean | " + " | ".join(f"{statistics.fmean(s):.1f} +- {statistics.stdev(s):.1f}" for s in scores))
+    print("mean | " + " | ".join("{mean:.1f} +- {std:.1f}".format(**summarize(s)) for s in scores))
 
 
 if __name__ == "__main__":

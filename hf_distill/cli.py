@@ -33,5 +33,5 @@ def parse_args(argv: list[str] | None = None) -> DistillationArguments:
                 raise ValueError(f"Unknown keys {unknown} in {known.config}; use the flag names of `--help`.")
             parser.set_defaults(**config)
         return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)[0]
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # a bad value, an unknown YAML key, an unreadable --config
         parser.error(str(error))

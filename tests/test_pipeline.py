@@ -103,7 +103,8 @@ def test_arguments_validate_and_fill_dataset_defaults(tmp_path, capsys):
         DistillationArguments(lr_img=0)
     bad = tmp_path / "bad.yaml"
     bad.write_text("ipcs: 3\n")
-    for argv, message in ((["--config", str(bad)], "Unknown keys ['ipcs']"), (["--ipc", "0"], "--ipc must be positive")):
+    for argv, message in ((["--config", str(bad)], "Unknown keys ['ipcs']"), (["--ipc", "0"], "--ipc must be positive"),
+                          (["--config", str(tmp_path / "none.yaml")], "[Errno 2] No such file or directory")):
         with pytest.raises(SystemExit) as exit_info:
             parse_args(argv)
         assert exit_info.value.code == 2 and f"error: {message}" in capsys.readouterr().err
