@@ -1,7 +1,9 @@
-"""Two CPU processes (gloo) split the work, keep identical synthetic images after every step, and resume exactly."""
+"""Two CPU processes (gloo) split the work, keep identical synthetic images after every step, and resume exactly,
+also from a checkpoint written with the other number of processes."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,6 +55,16 @@ def test_two_processes_split_work_and_keep_identical_images(tmp_path):
     assert json.loads((single / "rank0.json").read_text())["resume_is_exact"]
     moved = (alone["images"] - ranks[0]["images"]).abs().max()
     assert moved < 1e-3, f"two processes should compute the single-process update, max difference {moved}"
+
+    # a checkpoint continues on the other number of processes: 1 -> 2 and 2 -> 1 end where the uninterrupted run did
+    for saved, num_processes, uninterrupted in [(single, 2, alone), (out, 1, ranks[0])]:
+        run = tmp_path / f"resumed_on_{num_processes}"
+        shutil.copytree(saved / "run", run)
+        _launch([str(ROOT / "examples/distill.py"), "--output_dir", str(run), *TINY, "--do_eval", "false",
+                 "--resume_from_checkpoint", str(run / "checkpoint-2")], num_processes, tmp_path)
+        resumed = load_file(run / "distilled" / "distilled.safetensors")["images"]
+        moved = (resumed - uninterrupted["images"]).abs().max()
+        assert moved < 1e-3, f"resumed on {num_processes} process(es): max difference {moved} from the uninterrupted run"
 
 
 def test_example_script_runs_under_accelerate_launch_with_two_processes(tmp_path):
