@@ -9,6 +9,7 @@ Each candidate runs `examples/distill.py` with the row's config plus those overr
 is scored by distilled minus random-subset accuracy on the validation slice. Every candidate's scores go to
 `results/tuning/<row>.json`; the best one is printed, and copying it into `configs/<row>.yaml` is a
 visible, reviewed edit. `fixed` overrides apply to every candidate (e.g. only the headline label mode).
+A grid may name its own `teachers` pool, e.g. for candidates with another `model_kwargs`.
 A candidate whose output folder already holds results for the same config and flags is reused; one that
 finished with other settings (the row's config was edited since) stops the search rather than being replaced:
 a round names every setting it relies on that a later config edit could change. A `seed` in a grid draws
@@ -19,6 +20,7 @@ the best setting is chosen among those run on the most seeds.
 import argparse
 import itertools
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -35,8 +37,14 @@ def candidates(grids: list[dict[str, list]]) -> list[dict]:
             for values in itertools.product(*(grid[n] for n in sorted(grid)))]
 
 
+def slug(value) -> str:
+    """A setting's value as part of a folder name: a path by its last part, JSON without its punctuation."""
+    text = str(value)
+    return re.sub(r"[^A-Za-z0-9._-]", "", Path(text).name if "/" in text else text)
+
+
 def run_candidate(row: str, spec: dict, overrides: dict) -> dict:
-    tag = "_".join(f"{k}{v}" for k, v in overrides.items())
+    tag = "_".join(f"{k}{slug(v)}" for k, v in overrides.items())
     output_dir = Path("outputs") / "tune" / row / tag
     flags = {"train_split": spec["train_split"], "test_split": spec["test_split"], "teachers": spec["teachers"],
              "output_dir": str(output_dir), **spec.get("fixed", {}), **overrides}
