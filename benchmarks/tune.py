@@ -21,11 +21,11 @@ import argparse
 import itertools
 import json
 import re
-import statistics
 from pathlib import Path
 
 import yaml
 
+from hf_distill.evaluation import summarize
 from run import run_once
 
 HERE = Path(__file__).resolve().parent
@@ -37,7 +37,7 @@ def candidates(grids: list[dict[str, list]]) -> list[dict]:
             for values in itertools.product(*(grid[n] for n in sorted(grid)))]
 
 
-def slug(value) -> str:
+def slug(value: object) -> str:
     """A setting's value as part of a folder name: a path by its last part, JSON without its punctuation."""
     text = str(value)
     return re.sub(r"[^A-Za-z0-9._-]", "", Path(text).name if "/" in text else text)
@@ -57,16 +57,20 @@ def run_candidate(row: str, spec: dict, overrides: dict) -> dict:
 
 
 def by_setting(scored: list[dict], default_seed: int) -> list[dict]:
-    """Candidates that differ only in `seed`, grouped: mean and std of the gain over their seeds."""
+    """Candidates that differ only in `seed`, grouped: mean and std over their seeds of the gain, and of the
+    distilled and random-subset accuracies (`runs` holds each seed's mean over its evaluation runs)."""
     groups: dict[str, dict] = {}
     for c in scored:
         setting = {k: v for k, v in c["overrides"].items() if k != "seed"}
-        group = groups.setdefault(json.dumps(setting, sort_keys=True), {"setting": setting, "gains": {}})
-        group["gains"][c["overrides"].get("seed", default_seed)] = c["gain"]
+        group = groups.setdefault(json.dumps(setting, sort_keys=True), {"setting": setting, "gains": {}, "runs": {}})
+        seed = c["overrides"].get("seed", default_seed)
+        group["gains"][seed] = c["gain"]
+        group["runs"][seed] = c
     for group in groups.values():
-        gains = list(group["gains"].values())
-        group["mean_gain"] = statistics.mean(gains)
-        group["std_gain"] = statistics.stdev(gains) if len(gains) > 1 else 0.0
+        gain, runs = summarize(list(group["gains"].values())), group.pop("runs").values()
+        group["mean_gain"], group["std_gain"] = gain["mean"], gain["std"]
+        for name in ("distilled", "random_subset"):
+            group[name] = summarize([c[name]["mean"] for c in runs])
     return list(groups.values())
 
 
@@ -88,7 +92,9 @@ def main() -> None:
     best = max((g for g in settings if len(g["gains"]) == most_seeds), key=lambda g: g["mean_gain"])
     for g in settings:
         per_seed = ", ".join(f"seed {seed}: {gain:+.1f}" for seed, gain in sorted(g["gains"].items()))
-        print(f"{g['setting']}: gain {g['mean_gain']:+.1f} +- {g['std_gain']:.1f} ({per_seed})")
+        print(f"{g['setting']}: gain {g['mean_gain']:+.1f} +- {g['std_gain']:.1f} ({per_seed}); distilled "
+              f"{g['distilled']['mean']:.1f} +- {g['distilled']['std']:.1f}, random subset "
+              f"{g['random_subset']['mean']:.1f} +- {g['random_subset']['std']:.1f}")
     print(f"best on validation (mean over {most_seeds} seed(s)): {best['setting']}")
 
 
