@@ -42,7 +42,7 @@ def dataset_card(distilled: DistilledSet, dataset: datasets.Dataset, download_si
     Args:
         distilled (`DistilledSet`): the set; its `metadata` (written by `DistillationTrainer.train`) fills the card.
         dataset (`datasets.Dataset`): `distilled.to_dataset()`, for the features and sizes.
-        download_size (`int`): bytes of the parquet file.
+        download_size (`int`): bytes of the parquet files.
         eval_results (`dict`, *optional*): `DistillationTrainer.evaluate()` output; without it the card says the set
             is not evaluated yet.
         repo_id (`str`, *optional*): the Hub id in the usage snippet (default: `args.hub_dataset_id`, else a placeholder).

@@ -1,25 +1,24 @@
-"""Image-classification data from `datasets`, decoded once into uint8 tensors.
+"""Image-classification data from `datasets`, decoded once into memory-mapped uint8 tensors.
 
 `load_image_dataset` accepts a Hub id, a local Hub-layout folder, an imagefolder directory,
 parquet files, or the built-in offline dataset `digits` (scikit-learn's 8x8 handwritten digits).
+Each split is decoded once into an on-disk store (`hf_distill.image_store`) that later runs memory-map.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image as PILImage
-from tqdm.auto import tqdm
 
 import datasets
 
 from .hub import dataset_provenance
+from .image_store import decoded_images
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +29,15 @@ DIGITS_LICENSE = "cc-by-4.0"  # UCI ML repository, "Optical Recognition of Handw
 IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values", "picture")
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "target", "class")
 TEST_SPLIT_NAMES = ("test", "validation", "valid", "val")
-_DECODE_BATCH = 1024
 
 
 @dataclass
 class ImageClassificationData:
-    """Train and test splits as uint8 [N, C, H, W] tensors with int64 labels, plus provenance."""
+    """Train and test splits as uint8 [N, C, H, W] tensors with int64 labels, plus provenance.
+
+    The image tensors of a `datasets` source are memory-mapped from their on-disk store: index them by batch
+    (`images[index]`) rather than converting them whole, so memory does not grow with the dataset.
+    """
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -65,8 +67,10 @@ def load_image_dataset(
     train_split: str | None = None,
     test_split: str | None = None,
     resolution: int | None = None,
+    num_workers: int | None = None,
+    cache_dir: str | None = None,
 ) -> ImageClassificationData:
-    """Load `dataset` and decode both splits once.
+    """Load `dataset`; decode both splits once into memory-mapped stores, or reuse the stores of an earlier run.
 
     Args:
         dataset: 'digits', a Hub id ('uoft-cs/cifar10'), a local folder (Hub layout or imagefolder),
@@ -76,6 +80,8 @@ def load_image_dataset(
         train_split / test_split: split names or slices ('train[:90%]'); default 'train' and the
             first of 'test', 'validation', 'valid', 'val'.
         resolution: resize every image to `resolution` x `resolution` (bicubic, antialiased).
+        num_workers: processes for the first decode (default: the available cores).
+        cache_dir: `datasets` cache folder, also the root of the decoded stores (default: the `datasets` cache).
     """
     if dataset == "digits":
         for flag, split, name in (("--train_split", train_split, "train"), ("--test_split", test_split, "test")):
@@ -92,17 +98,19 @@ def load_image_dataset(
             problem = f"Split {split!r} not found" if split else f"No {flag} given and no default split found"
             raise ValueError(f"{problem} in {dataset!r}; its splits are {splits}. Pass {flag} with one of them, "
                              f"or a slice such as 'train[90%:]' to hold part of a split out.")
-    train = datasets.load_dataset(path, config_name, split=train_split, **kwargs)
-    test = datasets.load_dataset(path, config_name, split=test_split, **kwargs)
+    train = datasets.load_dataset(path, config_name, split=train_split, cache_dir=cache_dir, **kwargs)
+    test = datasets.load_dataset(path, config_name, split=test_split, cache_dir=cache_dir, **kwargs)
     image_column, label_column = find_columns(train.features, image_column, label_column)
     class_names = class_names_from(train, label_column)
-    train_images, mode = decode_images(train, image_column, resolution, desc=f"decode {train_split}")
-    test_images, _ = decode_images(test, image_column, train_images.shape[-1], desc=f"decode {test_split}", mode=mode)
+    train_labels = _labels(train, label_column, train_split, len(class_names), "--train_split")
+    test_labels = _labels(test, label_column, test_split, len(class_names), "--test_split")
+    train_images, mode = decoded_images(train, image_column, train_split, resolution, num_workers=num_workers,
+                                        cache_dir=cache_dir)
+    test_images, _ = decoded_images(test, image_column, test_split, train_images.shape[-1], mode, num_workers, cache_dir)
     source = {"dataset": dataset, "config_name": config_name, "train_split": train_split, "test_split": test_split,
               "image_column": image_column, "label_column": label_column,
               "fingerprint": getattr(train, "_fingerprint", None), **dataset_provenance(dataset)}
-    return ImageClassificationData(train_images, _labels(train, label_column), test_images, _labels(test, label_column),
-                                   class_names, source)
+    return ImageClassificationData(train_images, train_labels, test_images, test_labels, class_names, source)
 
 
 def find_columns(features: datasets.Features, image_column: str | None = None,
@@ -133,38 +141,26 @@ def class_names_from(ds: datasets.Dataset, label_column: str) -> list[str]:
     if not (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))):
         raise ValueError(f"Label column {label_column!r} has type {feature}, not integer class ids. Encode it first "
                          f"(`ds.class_encode_column({label_column!r})`) or pass --label_column.")
-    values = np.unique(np.asarray(ds[label_column]))
+    values = np.unique(column_array(ds, label_column))
     if values.min() < 0 or values.max() >= 10_000:
         raise ValueError(f"Label column {label_column!r} holds values {values.min()}..{values.max()}; expected class ids 0..C-1.")
     logger.warning("Label column %r is a plain integer column: using class names '0'..'%d'.", label_column, values.max())
     return [str(i) for i in range(int(values.max()) + 1)]
 
 
-def decode_images(ds: datasets.Dataset, column: str, resolution: int | None, desc: str = "decode",
-                  mode: str | None = None) -> tuple[torch.Tensor, str]:
-    """Decode an image column once into a uint8 [N, C, H, W] tensor; returns it and the PIL mode used."""
-    raw = ds.select_columns([column]).cast_column(column, datasets.Image(decode=False))
-    arrays: list[np.ndarray] = []
-    size = resolution
-    for batch in tqdm(raw.iter(batch_size=_DECODE_BATCH), total=-(-len(raw) // _DECODE_BATCH), desc=desc, unit="batch"):
-        for item in batch[column]:
-            image = PILImage.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
-            mode = mode or ("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-            image = image.convert(mode)
-            size = size or image.size[0]
-            if image.size != (size, size):
-                if resolution is None:
-                    raise ValueError(f"Images in column {column!r} have different sizes ({image.size} vs {size}x{size}); "
-                                     f"pass --resolution to resize them all.")
-                image = image.resize((size, size), PILImage.Resampling.BICUBIC)
-            arrays.append(np.asarray(image))
-    pixels = torch.from_numpy(np.stack(arrays))
-    pixels = pixels.unsqueeze(1) if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2)
-    return pixels.contiguous(), mode
+def column_array(ds: datasets.Dataset, column: str) -> np.ndarray:
+    """One column as a numpy array, read in one batch (`ds[column]` iterates row by row: minutes at ImageNet size)."""
+    return ds.select_columns([column]).with_format("numpy")[:][column]
 
 
-def _labels(ds: datasets.Dataset, column: str) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(ds.with_format("numpy")[column]), dtype=torch.int64)
+def _labels(ds: datasets.Dataset, column: str, split: str, num_classes: int, flag: str) -> torch.Tensor:
+    """The split's class ids; raise if one lies outside 0..num_classes-1 (an unlabelled split marks rows with -1)."""
+    labels = torch.as_tensor(column_array(ds, column), dtype=torch.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"Split {split!r} has labels {int(labels.min())}..{int(labels.max())}, outside the "
+                         f"{num_classes} classes (-1 marks an unlabelled split, like ImageNet's 'test'). Pass {flag} "
+                         f"with a labelled split, e.g. 'validation'.")
+    return labels
 
 
 def _split_names(dataset: str, path: str, config_name: str | None, kwargs: dict) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ from .preprocessing import Preprocessing
 
 DISTILLED_FILE = "distilled.safetensors"
 CARD_FILE = "README.md"
-PARQUET_FILE = "data/train-00000-of-00001.parquet"
+PARQUET_DIR = "data"
+MAX_SHARD_BYTES = 500 * 2**20  # parquet files of at most ~500 MB, so large sets (ImageNet-1K IPC 50) upload cleanly
 
 
 @dataclass
@@ -75,9 +77,9 @@ def save_distilled(distilled: DistilledSet, path: str | os.PathLike, eval_result
                    repo_id: str | None = None) -> Path:
     """Write `path` atomically in the layout of a Hub dataset repo; return the folder.
 
-    The folder holds `README.md` (dataset card with `dataset_info`/`configs`), `data/train-00000-of-00001.parquet`
-    (`image`, `label`, `soft_label`) and `distilled.safetensors` (exact float images, labels, soft labels and the
-    preprocessing). `datasets.load_dataset(path)` and `load_distilled(path)` both read it.
+    The folder holds `README.md` (dataset card with `dataset_info`/`configs`), `data/train-0000i-of-0000n.parquet`
+    (`image`, `label`, `soft_label`; one file per ~500 MB) and `distilled.safetensors` (exact float images, labels,
+    soft labels and the preprocessing). `datasets.load_dataset(path)` and `load_distilled(path)` both read it.
 
     Args:
         distilled (`DistilledSet`): the set to write.
@@ -92,18 +94,33 @@ def save_distilled(distilled: DistilledSet, path: str | os.PathLike, eval_result
     dataset = distilled.to_dataset()
     with atomic_directory(path) as tmp:
         save_tensors(tensors, tmp / DISTILLED_FILE, metadata)
-        (tmp / PARQUET_FILE).parent.mkdir(parents=True)
-        dataset.to_parquet(tmp / PARQUET_FILE)
-        card = dataset_card(distilled, dataset, (tmp / PARQUET_FILE).stat().st_size, eval_results, repo_id)
+        write_parquet_shards(dataset, tmp / PARQUET_DIR)
+        card = dataset_card(distilled, dataset, parquet_bytes(tmp), eval_results, repo_id)
         card.save(tmp / CARD_FILE)
     return Path(path)
+
+
+def write_parquet_shards(dataset: datasets.Dataset, folder: Path, max_bytes: int | None = None) -> list[Path]:
+    """Write `dataset` as `train-0000i-of-0000n.parquet` files in `folder`, each holding at most ~`max_bytes`
+    (default `MAX_SHARD_BYTES`) of Arrow data (images are PNG bytes already, so parquet files are about that size)."""
+    shards = max(1, math.ceil(dataset.data.nbytes / (max_bytes or MAX_SHARD_BYTES)))
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / f"train-{i:05d}-of-{shards:05d}.parquet" for i in range(shards)]
+    for i, file in enumerate(files):
+        dataset.shard(shards, i, contiguous=True).to_parquet(file)
+    return files
+
+
+def parquet_bytes(path: str | os.PathLike) -> int:
+    """Total size of the parquet files of a saved set."""
+    return sum(file.stat().st_size for file in (Path(path) / PARQUET_DIR).glob("*.parquet"))
 
 
 def write_card(path: str | os.PathLike, distilled: DistilledSet, eval_results: dict | None = None,
                repo_id: str | None = None) -> Path:
     """Re-render `path/README.md` of a saved set (e.g. once evaluation results exist), replacing it atomically."""
     path = Path(path)
-    card = dataset_card(distilled, distilled.to_dataset(), (path / PARQUET_FILE).stat().st_size, eval_results, repo_id)
+    card = dataset_card(distilled, distilled.to_dataset(), parquet_bytes(path), eval_results, repo_id)
     with atomic_file(path / CARD_FILE) as tmp:
         card.save(tmp)
     return path / CARD_FILE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Callable, ContextManager
@@ -29,6 +30,47 @@ class EvalJob:
     run: int
 
 
+@dataclass
+class EvalPlan:
+    """Every evaluation model to train, each for `epochs` epochs of `steps_per_epoch` SGD steps."""
+
+    jobs: list[EvalJob]
+    epochs: int
+    steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        return len(self.jobs) * self.epochs * self.steps_per_epoch
+
+    def describe(self) -> str:
+        """One line: models by set and label mode, architectures, runs, epochs and steps."""
+        modes: dict[str, list[str]] = {}
+        for job in self.jobs:
+            modes.setdefault(job.set_name, [])
+            if job.label_mode not in modes[job.set_name]:
+                modes[job.set_name].append(job.label_mode)
+        sets = ", ".join(f"{name} ({' + '.join(m)})" for name, m in modes.items())
+        architectures = sorted({job.model for job in self.jobs})
+        runs = len({job.run for job in self.jobs})
+        return (f"Evaluation plan: {len(self.jobs)} models = [{sets}] x {len(architectures)} architecture(s) "
+                f"{architectures} x {runs} runs; each {self.epochs} epochs x {self.steps_per_epoch} steps: "
+                f"{self.total_steps:,} training steps in all.")
+
+    def estimate(self, first_epoch_seconds: float, world: int = 1) -> str:
+        """The expected wall time, from the first epoch of the first model (on `world` processes in parallel)."""
+        seconds = first_epoch_seconds * self.epochs * math.ceil(len(self.jobs) / world)
+        return (f"First evaluation epoch took {first_epoch_seconds:.2f} s: the evaluation should take about "
+                f"{format_duration(seconds)} ({len(self.jobs)} models x {self.epochs} epochs on {world} process(es), "
+                f"test scoring not included).")
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '12.5 min' or '3.2 h'."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def check_ipc(labels: torch.Tensor, ipc: int, num_classes: int) -> None:
     """Raise if some class has fewer than `ipc` training images (real init and the random subset need them)."""
     counts = labels.bincount(minlength=num_classes)
@@ -41,11 +83,8 @@ def check_ipc(labels: torch.Tensor, ipc: int, num_classes: int) -> None:
 def sample_real_subset(labels: torch.Tensor, ipc: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """Indices of `ipc` random examples of each class, class-major."""
     check_ipc(labels, ipc, num_classes)
-    picked = []
-    for c in range(num_classes):
-        members = (labels == c).nonzero().flatten()
-        picked.append(members[torch.randperm(len(members), generator=generator)[:ipc]])
-    return torch.cat(picked)
+    by_class = labels.argsort(stable=True).split(labels.bincount(minlength=num_classes).tolist())
+    return torch.cat([members[torch.randperm(len(members), generator=generator)[:ipc]] for members in by_class])
 
 
 def train_and_test(
@@ -60,14 +99,17 @@ def train_and_test(
     model_kwargs: dict | None = None,
     device: torch.device | str = "cpu",
     autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> float:
-    """Train a fresh `job.model` on the set with the job's label mode; return its test top-1 (%)."""
+    """Train a fresh `job.model` on the set with the job's label mode; return its test top-1 (%), scored batch by
+    batch. `on_epoch_end(epoch)` is called after each training epoch."""
     run_seed = seed + EVAL_SEED_OFFSET + job.run
     torch.manual_seed(run_seed)
     model = create_model(job.model, data.num_classes, data.channels, data.resolution, **(model_kwargs or {})).to(device)
     targets = labels if job.label_mode == "hard" else soft_labels
     config = dataclasses.replace(fit_config, loss=LABEL_MODE_LOSSES[job.label_mode])
-    fit(model, images.to(device), targets.to(device), config, torch.Generator().manual_seed(run_seed), autocast=autocast)
+    fit(model, images.to(device), targets.to(device), config, torch.Generator().manual_seed(run_seed), autocast=autocast,
+        on_epoch_end=on_epoch_end)
     return accuracy(model, data.test_images, data.test_labels, preprocessing, autocast=autocast)
 
 

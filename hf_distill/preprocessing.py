@@ -8,6 +8,7 @@ import torch
 
 ZCA_EPS = 0.1
 _FIT_CHUNK = 4096
+_FIT_CHUNK_ELEMENTS = 2**24  # at most 128 MB of float64 per chunk, whatever the image size
 
 
 @dataclass
@@ -30,12 +31,13 @@ class Preprocessing:
 
     @classmethod
     def fit(cls, pixels: torch.Tensor, zca: bool = False, eps: float = ZCA_EPS) -> Preprocessing:
-        """Fit mean/std (or ZCA) on uint8 training pixels, in float64, chunk by chunk."""
+        """Fit mean/std (or ZCA) on uint8 training pixels, in float64, chunk by chunk (pixels may be memory-mapped)."""
         n, c = pixels.shape[:2]
+        rows = max(1, min(_FIT_CHUNK, _FIT_CHUNK_ELEMENTS // pixels[0].numel()))
         if not zca:
             total = torch.zeros(c, dtype=torch.float64)
             squares = torch.zeros(c, dtype=torch.float64)
-            for chunk in pixels.split(_FIT_CHUNK):
+            for chunk in pixels.split(rows):
                 x = chunk.double().div(255).transpose(0, 1).reshape(c, -1)
                 total += x.sum(1)
                 squares += x.square().sum(1)
@@ -46,7 +48,7 @@ class Preprocessing:
         dim = pixels[0].numel()
         total = torch.zeros(dim, dtype=torch.float64)
         outer = torch.zeros(dim, dim, dtype=torch.float64)
-        for chunk in pixels.split(_FIT_CHUNK):
+        for chunk in pixels.split(rows):
             x = chunk.double().div(255).flatten(1)
             total += x.sum(0)
             outer += x.T @ x

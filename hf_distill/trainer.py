@@ -13,7 +13,9 @@ import platform
 import random
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -29,7 +31,7 @@ from .checkpoints import (Checkpoint, LoopState, checkpoint_to_resume, list_chec
                           rotate_checkpoints, save_checkpoint)
 from .data import ImageClassificationData, load_image_dataset
 from .distilled import DistilledSet, save_distilled, save_grid, write_card
-from .evaluation import EvalJob, assemble_results, check_ipc, format_table, sample_real_subset, train_and_test
+from .evaluation import EvalJob, EvalPlan, assemble_results, check_ipc, format_table, sample_real_subset, train_and_test
 from .files import write_json
 from .models import check_model_name, create_model
 from .preprocessing import Preprocessing
@@ -45,6 +47,15 @@ logger = logging.getLogger(__name__)
 IMAGE_MOMENTUM = 0.5
 IMAGE_LR_DECAY = 0.3
 STUDENT_SEED_OFFSET = 1_000_000
+
+
+@dataclass
+class IterationTime:
+    """Wall time of one APM iteration of this process: the student refresh (0 when none) and the image step."""
+
+    step: int
+    refresh_s: float
+    image_step_s: float
 
 
 class DistillationTrainer:
@@ -67,6 +78,7 @@ class DistillationTrainer:
         callbacks: `transformers.TrainerCallback`s; `on_train_begin`, `on_step_begin`, `on_step_end`,
             `on_log`, `on_evaluate` and `on_train_end` are called, and `control.should_training_stop` is honoured.
             `on_step_end` also receives `images`, the synthetic images after that step.
+        `trainer.iteration_times` holds each iteration's refresh and image-step time (`IterationTime`).
         accelerator: by default one is created with `args.mixed_precision`.
     """
 
@@ -78,7 +90,8 @@ class DistillationTrainer:
         if data is None:
             with self.accelerator.main_process_first():
                 data = load_image_dataset(args.dataset, args.dataset_config_name, args.image_column, args.label_column,
-                                          args.train_split, args.test_split, args.resolution)
+                                          args.train_split, args.test_split, args.resolution,
+                                          args.preprocessing_num_workers, args.cache_dir)
         self.data = data
         self.model_name = args.model or ("convnet4" if data.resolution >= 64 else "convnet3")
         for name in [self.model_name, *(args.eval_models or [])]:
@@ -100,6 +113,7 @@ class DistillationTrainer:
         self.distilled: DistilledSet | None = None
         self.teacher_configs: list[dict] = []
         self.eval_results: dict | None = None
+        self.iteration_times: list[IterationTime] = []
         self._distilled_path: Path | None = None
 
     # ----------------------------------------------------------------------------------- helpers
@@ -233,6 +247,12 @@ class DistillationTrainer:
             raise self._non_finite("The synthetic images became infinite or NaN", step)
         return loss
 
+    def _clock(self) -> float:
+        """Seconds on a monotonic clock, once the accelerator's queued work is done."""
+        if self.accelerator.device.type == "cuda":
+            torch.cuda.synchronize(self.accelerator.device)
+        return time.perf_counter()
+
     def _non_finite(self, problem: str, step: int) -> FloatingPointError:
         last = list_checkpoints(self.args.output_dir)[-1:]
         kept = f"{last[0]} holds the last good images" if last else "no checkpoint had been written yet"
@@ -274,11 +294,14 @@ class DistillationTrainer:
         for it in bar:
             self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
             batch = torch.randperm(len(loop.images), generator=loop.generator)[:batch_syn].to(acc.device)
+            start = self._clock()
             if it % args.refresh_every == 0:
                 loop.teacher_index = loop.teacher_draws.randrange(len(teachers))
                 loop.students = self._train_students(loop.images[batch].detach(), teachers[loop.teacher_index],
                                                      loop.generator, args.seed + STUDENT_SEED_OFFSET + it)
+            refreshed = self._clock()
             loss = self._image_step(loop, batch, labels, teachers[loop.teacher_index], segment_size)
+            self.iteration_times.append(IterationTime(it + 1, refreshed - start, self._clock() - refreshed))
             self.state.global_step = it + 1
             bar.set_postfix(loss=f"{loss:.4f}")
             if (it + 1) % args.logging_steps == 0 or it + 1 == args.iterations:
@@ -342,12 +365,15 @@ class DistillationTrainer:
                 for r in range(args.num_eval_runs) if s != "distilled_8bit" or mode == headline]
         rank, world = self._shard
         fit_config = self._fit_config(args.eval_epochs, args.lr_net)
+        plan = EvalPlan(jobs, args.eval_epochs, math.ceil(len(distilled.labels) / args.batch_size))
+        if acc.is_main_process:
+            logger.info(plan.describe())
         mine = []
         for index in tqdm(range(rank, len(jobs), world), desc="evaluate", disable=not acc.is_main_process):
             job = jobs[index]
             kwargs = args.model_kwargs if job.model == self.model_name else {}
             score = train_and_test(job, *sets[job.set_name], data, preprocessing, fit_config, args.seed, kwargs,
-                                   acc.device, acc.autocast)
+                                   acc.device, acc.autocast, self._estimate_after_first_epoch(plan) if not mine else None)
             mine.append((index, score))
         scores = dict(gather_object(mine) if world > 1 else mine)
         teacher_scores = [accuracy(t, data.test_images, data.test_labels, preprocessing, acc.autocast) for t in teachers]
@@ -369,6 +395,15 @@ class DistillationTrainer:
         self.control = self.callback_handler.on_evaluate(args, self.state, self.control, metrics=results)
         self.eval_results = output
         return output
+
+    def _estimate_after_first_epoch(self, plan: EvalPlan) -> Callable[[int], None]:
+        """An `on_epoch_end` hook that logs the evaluation's expected duration once its first epoch is done."""
+        start = time.perf_counter()
+
+        def hook(epoch: int) -> None:
+            if epoch == 1 and self.is_main_process:
+                logger.info(plan.estimate(time.perf_counter() - start, self.accelerator.num_processes))
+        return hook
 
     # ----------------------------------------------------------------------------------- outputs
     def save_distilled(self, path: str | os.PathLike | None = None) -> Path | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Iterator
 
 import torch
 import torch.nn as nn
@@ -57,6 +57,7 @@ def fit(
     shard: tuple[int, int] = (0, 1),
     all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: str | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> list[nn.Module]:
     """Train `model` in place on (`inputs`, `targets`); return frozen copies taken after `snapshot_epochs`.
 
@@ -64,6 +65,7 @@ def fit(
     goes through `transform`, then DSA. With `shard=(rank, world)` each process computes the loss on
     its share of every batch and `all_reduce` sums the gradients, which gives exactly the full-batch
     step on every rank (batches and augmentations come from the shared `generator`).
+    `on_epoch_end(epoch)` is called after each epoch.
     """
     device = next(model.parameters()).device
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -90,6 +92,8 @@ def fit(
         scheduler.step()
         if epoch in snapshot_epochs:
             snapshots.append(freeze(copy.deepcopy(model)))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
     return snapshots
 
 
@@ -105,22 +109,32 @@ def freeze(model: nn.Module) -> nn.Module:
 def predict(model: nn.Module, inputs: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
             batch_size: int = 512, autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> torch.Tensor:
     """Logits of `model` (in eval mode) for every input, as a float32 CPU tensor."""
+    return torch.cat(list(_batched_logits(model, inputs, transform, batch_size, autocast)))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+             transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             autocast: Callable[[], ContextManager] = contextlib.nullcontext, batch_size: int = 512) -> float:
+    """Top-1 accuracy in percent, batch by batch (no logits are kept)."""
+    batches = _batched_logits(model, inputs, transform, batch_size, autocast)
+    correct = sum(int((logits.argmax(1) == y).sum()) for logits, y in zip(batches, labels.split(batch_size)))
+    return correct / len(labels) * 100
+
+
+def _batched_logits(model: nn.Module, inputs: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor] | None,
+                    batch_size: int, autocast: Callable[[], ContextManager]) -> Iterator[torch.Tensor]:
+    """float32 CPU logits of `model` in eval mode, one batch of `inputs` at a time (its mode is restored after)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    outputs = []
-    for x in inputs.split(batch_size):
-        x = x.to(device)
-        with autocast():
-            outputs.append(model(transform(x) if transform is not None else x).float().cpu())
-    model.train(was_training)
-    return torch.cat(outputs)
-
-
-def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, transform=None,
-             autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> float:
-    """Top-1 accuracy in percent."""
-    return (predict(model, inputs, transform, autocast=autocast).argmax(1) == labels).float().mean().item() * 100
+    try:
+        for x in inputs.split(batch_size):
+            x = x.to(device)
+            with autocast():
+                yield model(transform(x) if transform is not None else x).float().cpu()
+    finally:
+        model.train(was_training)
 
 
 def _sum_gradients(model: nn.Module, all_reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:

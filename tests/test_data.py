@@ -87,3 +87,15 @@ def test_clear_errors_for_bad_columns_splits_and_labels(tmp_path):
         load_image_dataset(str(tmp_path / "d.parquet"), test_split="train")
     with pytest.raises(ValueError, match=r"Column 'pixels'.*--image_column"):
         load_image_dataset(str(tmp_path / "d.parquet"), test_split="train", image_column="pixels")
+
+
+def test_an_unlabelled_test_split_is_refused_before_decoding(tmp_path):
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    image = Image.fromarray(np.zeros((4, 4), dtype=np.uint8))
+    (tmp_path / "data").mkdir()
+    for split, labels in (("train", [0, 1, 0, 1]), ("test", [-1, -1])):
+        datasets.Dataset.from_dict({"image": [image] * len(labels), "label": labels},
+                                   features=features).to_parquet(str(tmp_path / "data" / f"{split}-00000-of-00001.parquet"))
+    with pytest.raises(ValueError, match=r"Split 'test' has labels -1..-1.*--test_split"):
+        load_image_dataset(str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    assert not (tmp_path / "cache" / "hf_distill_images").exists()

@@ -30,7 +30,7 @@ def test_example_script_with_yaml_config_writes_every_output(tmp_path):
     for set_name in ("distilled", "random_subset"):
         entry = results["results"][set_name]["convnet3"]
         assert len(entry["runs"]) == 2 and entry["mean"] == pytest.approx(sum(entry["runs"]) / 2)
-    assert set(results["results"]["label_modes"]) == {"logits_l1", "kd", "hard"}
+    assert set(results["results"]["label_modes"]) == {"logits_l1", "hard"}
     assert 0 <= results["results"]["teacher"]["mean"] <= 100
     assert results["args"]["iterations"] == 4 and results["args"]["ipc"] == 2  # flag beats YAML, YAML beats default
     assert results["protocol"]["test_split"] == "test" and results["protocol"]["test_size"] == 540
