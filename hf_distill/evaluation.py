@@ -56,12 +56,15 @@ class EvalPlan:
                 f"{architectures} x {runs} runs; each {self.epochs} epochs x {self.steps_per_epoch} steps: "
                 f"{self.total_steps:,} training steps in all.")
 
-    def estimate(self, first_epoch_seconds: float, world: int = 1) -> str:
-        """The expected wall time, from the first epoch of the first model (on `world` processes in parallel)."""
-        seconds = first_epoch_seconds * self.epochs * math.ceil(len(self.jobs) / world)
-        return (f"First evaluation epoch took {first_epoch_seconds:.2f} s: the evaluation should take about "
-                f"{format_duration(seconds)} ({len(self.jobs)} models x {self.epochs} epochs on {world} process(es), "
-                f"test scoring not included).")
+    def estimate(self, seconds: float, world: int = 1, whole_model: bool = False) -> str:
+        """The expected wall time on `world` processes, from the first model's first epoch (training only) or, with
+        `whole_model`, from the first whole model (training and test scoring)."""
+        models = math.ceil(len(self.jobs) / world)
+        if whole_model:
+            return (f"First evaluation model took {seconds:.1f} s with its test scoring: the evaluation should take "
+                    f"about {format_duration(seconds * models)} ({len(self.jobs)} models on {world} process(es)).")
+        return (f"First evaluation epoch took {seconds:.2f} s: training the {len(self.jobs)} models should take about "
+                f"{format_duration(seconds * self.epochs * models)} on {world} process(es); test scoring comes on top.")
 
 
 def format_duration(seconds: float) -> str:

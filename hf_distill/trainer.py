@@ -370,10 +370,12 @@ class DistillationTrainer:
             logger.info(plan.describe())
         mine = []
         for index in tqdm(range(rank, len(jobs), world), desc="evaluate", disable=not acc.is_main_process):
-            job = jobs[index]
+            job, start = jobs[index], time.perf_counter()
             kwargs = args.model_kwargs if job.model == self.model_name else {}
             score = train_and_test(job, *sets[job.set_name], data, preprocessing, fit_config, args.seed, kwargs,
                                    acc.device, acc.autocast, self._estimate_after_first_epoch(plan) if not mine else None)
+            if not mine and acc.is_main_process:
+                logger.info(plan.estimate(time.perf_counter() - start, world, whole_model=True))
             mine.append((index, score))
         scores = dict(gather_object(mine) if world > 1 else mine)
         teacher_scores = [accuracy(t, data.test_images, data.test_labels, preprocessing, acc.autocast) for t in teachers]
