@@ -41,7 +41,8 @@ def require_token(token: str | None, folder: str | os.PathLike) -> str:
 
 
 def push_folder(folder: str | os.PathLike, repo_id: str, repo_type: str, private: bool = False,
-                token: str | None = None, commit_message: str = "Upload with hf-distill") -> str:
+                token: str | None = None, commit_message: str = "Upload with hf-distill",
+                delete_patterns: list[str] | None = None) -> str:
     """Create the Hub repo `repo_id` if needed and upload `folder` to it; return the repo URL.
 
     Args:
@@ -50,15 +51,19 @@ def push_folder(folder: str | os.PathLike, repo_id: str, repo_type: str, private
         repo_type (`str`): "dataset" or "model".
         private (`bool`, *optional*, defaults to `False`): create the repo as private.
         token (`str`, *optional*): defaults to the logged-in token (`hf auth login`) or `HF_TOKEN`.
+        delete_patterns (`list[str]`, *optional*): files of the repo matching these that the folder no longer has are
+            deleted in the same commit (e.g. parquet shards of an earlier push with another shard count).
 
     Raises:
         `HubError`: one sentence naming the problem (no token, network, HTTP error) and where the files are kept.
     """
     token = require_token(token, folder)
+    extra = {"delete_patterns": delete_patterns} if delete_patterns else {}
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type, commit_message=commit_message)
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type, commit_message=commit_message,
+                          **extra)
     except (HTTPError, OSError) as error:
         raise HubError(f"Could not push {repo_type} repo {repo_id} to the Hub at {api.endpoint} "
                        f"({_reason(error, token)}); check the network, HF_ENDPOINT and your token. "

@@ -9,6 +9,7 @@ and a lock file serialises builders of the same key, so a killed decode never le
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
@@ -17,6 +18,8 @@ import logging
 import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -90,7 +93,7 @@ def decoded_images(ds: datasets.Dataset, column: str, split: str, resolution: in
     """
     if len(ds) == 0:
         raise ValueError(f"Split {split!r} has no rows; pass a split (or slice) that holds images.")
-    raw = ds.select_columns([column]).with_format("arrow")
+    raw = ds.select_columns([column]).cast_column(column, datasets.Image(decode=False)).with_format("arrow")
     first = _open(_encoded(raw[0:1], column)[0])
     mode = mode or ("L" if first.mode in GRAYSCALE_MODES else "RGB")
     key = StoreKey(ds._fingerprint, split, column, len(ds), resolution or first.size[0], mode)
@@ -101,7 +104,7 @@ def decoded_images(ds: datasets.Dataset, column: str, split: str, resolution: in
             _build(raw, column, key, resolution is not None, path, num_workers or default_num_workers())
         else:
             logger.info("Using decoded images of split %r from %s", split, path)
-    return open_store(path), mode
+        return open_store(path), mode
 
 
 def open_store(path: str | os.PathLike) -> torch.Tensor:
@@ -165,6 +168,7 @@ def _build(raw: datasets.Dataset, column: str, key: StoreKey, resize: bool, path
                 key.rows, key.mode, key.size, key.size, gigabytes, workers, path)
     with atomic_directory(path) as tmp:
         np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=key.shape).flush()
+        _reserve_disk(tmp / IMAGES_FILE, key, gigabytes)
         job = _DecodeJob(raw, column, key.size, key.mode, resize, str(tmp / IMAGES_FILE))
         bar = tqdm(total=key.rows, desc=f"decode {key.split}", unit="img")
         if workers == 1:
@@ -176,11 +180,31 @@ def _build(raw: datasets.Dataset, column: str, key: StoreKey, resize: bool, path
                 _start_worker(None)
         else:
             context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-            with context.Pool(workers, initializer=_start_worker, initargs=(job,)) as pool:
-                for count in pool.imap_unordered(_decode_range, ranges):
-                    bar.update(count)
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(job,))
+            try:
+                for done in as_completed([pool.submit(_decode_range, bounds) for bounds in ranges]):
+                    bar.update(done.result())
+            except BrokenProcessPool as err:
+                raise RuntimeError(f"A process decoding split {key.split!r} died (out of memory?); nothing was "
+                                   f"kept. Rerun with fewer --preprocessing_num_workers.") from err
+            finally:  # on an error (a bad image), the ranges not started yet are dropped
+                pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         (tmp / META_FILE).write_text(json.dumps({"key": asdict(key), "shape": list(key.shape), "dtype": "uint8"}, indent=2))
+
+
+def _reserve_disk(file: Path, key: StoreKey, gigabytes: float) -> None:
+    """Allocate the store file's blocks now, so that a full disk fails here rather than mid-decode (as SIGBUS)."""
+    with open(file, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise OSError(err.errno, f"Not enough disk space for the decoded images of split {key.split!r} "
+                                         f"({gigabytes:.2f} GB) under {file.parent.parent}; free some space or pass "
+                                         f"--cache_dir on a larger disk.") from None
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate: write sparsely
+                raise
 
 
 @dataclass

@@ -30,7 +30,7 @@ from .arguments import DistillationArguments
 from .checkpoints import (Checkpoint, LoopState, checkpoint_to_resume, list_checkpoints, load_checkpoint, rng_state,
                           rotate_checkpoints, save_checkpoint)
 from .data import ImageClassificationData, load_image_dataset
-from .distilled import DistilledSet, save_distilled, save_grid, write_card
+from .distilled import PARQUET_DIR, DistilledSet, save_distilled, save_grid, write_card
 from .evaluation import EvalJob, EvalPlan, assemble_results, check_ipc, format_table, sample_real_subset, train_and_test
 from .files import write_json
 from .models import check_model_name, create_model
@@ -457,7 +457,8 @@ class DistillationTrainer:
         token = require_token(token, path)
         write_card(path, self.distilled, self.eval_results, repo_id)
         private = self.args.hub_private if private is None else private
-        return push_folder(path, repo_id, "dataset", private, token, commit_message="Upload distilled set with hf-distill")
+        return push_folder(path, repo_id, "dataset", private, token, commit_message="Upload distilled set with hf-distill",
+                           delete_patterns=[f"{PARQUET_DIR}/*.parquet"])
 
     def push_teachers_to_hub(self, repo_id: str | None = None, private: bool | None = None,
                              token: str | None = None) -> str | None:

@@ -116,7 +116,11 @@ def predict(model: nn.Module, inputs: torch.Tensor, transform: Callable[[torch.T
 def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
              transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
              autocast: Callable[[], ContextManager] = contextlib.nullcontext, batch_size: int = 512) -> float:
-    """Top-1 accuracy in percent, batch by batch (no logits are kept)."""
+    """Top-1 accuracy in percent, batch by batch (no logits are kept); NaN for no inputs."""
+    if len(inputs) != len(labels):
+        raise ValueError(f"accuracy() got {len(inputs)} inputs but {len(labels)} labels.")
+    if len(labels) == 0:
+        return float("nan")
     batches = _batched_logits(model, inputs, transform, batch_size, autocast)
     correct = sum(int((logits.argmax(1) == y).sum()) for logits, y in zip(batches, labels.split(batch_size)))
     return correct / len(labels) * 100

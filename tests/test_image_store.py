@@ -116,3 +116,22 @@ def test_a_truncated_store_is_decoded_again(tmp_path):
         f.truncate(1000)
     again, _ = decoded_images(ds, "image", "train", num_workers=1, cache_dir=tmp_path)
     assert torch.equal(again, _direct_decode(ds, "image"))
+
+
+def test_a_bad_image_stops_a_parallel_decode_with_its_error(tmp_path):
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a"])})
+    images = [Image.fromarray(np.zeros((4, 4), dtype=np.uint8))] * 3000 + [Image.fromarray(np.zeros((5, 5), dtype=np.uint8))]
+    ds = datasets.Dataset.from_dict({"image": images, "label": [0] * len(images)}, features=features)
+    with pytest.raises(ValueError, match="different sizes"):
+        decoded_images(ds, "image", "train", num_workers=2, cache_dir=tmp_path)
+    assert not [p for p in store_root(tmp_path).iterdir() if p.is_dir()]
+
+
+def test_a_column_of_file_paths_is_decoded(tmp_path):
+    paths = []
+    for i in range(3):
+        Image.fromarray(np.full((6, 6, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    ds = datasets.Dataset.from_dict({"file": paths})
+    images, mode = decoded_images(ds, "file", "train", num_workers=1, cache_dir=tmp_path / "cache")
+    assert mode == "RGB" and images.shape == (3, 3, 6, 6) and images[2].unique().tolist() == [80]
