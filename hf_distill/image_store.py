@@ -85,7 +85,8 @@ def decoded_images(ds: datasets.Dataset, column: str, split: str, resolution: in
         column: the image column.
         split: the split name or slice, part of the key.
         resolution: resize every image to this side (bicubic); None keeps the size, which must then be uniform.
-        mode: 'L' or 'RGB'; by default grayscale sources stay 'L' and all others become 'RGB'.
+        mode: 'L' or 'RGB'; by default the mode declared by the `Image` feature, else the first image's, decides:
+            grayscale stays 'L' and all others become 'RGB'.
         num_workers: decoding processes (default: the available cores).
         cache_dir: the stores' root folder (see `store_root`).
 
@@ -95,7 +96,8 @@ def decoded_images(ds: datasets.Dataset, column: str, split: str, resolution: in
         raise ValueError(f"Split {split!r} has no rows; pass a split (or slice) that holds images.")
     raw = ds.select_columns([column]).cast_column(column, datasets.Image(decode=False)).with_format("arrow")
     first = _open(_encoded(raw[0:1], column)[0])
-    mode = mode or ("L" if first.mode in GRAYSCALE_MODES else "RGB")
+    declared = getattr(ds.features[column], "mode", None)  # `Image(mode=...)` in the features wins over the first image
+    mode = mode or ("L" if (declared or first.mode) in GRAYSCALE_MODES else "RGB")
     key = StoreKey(ds._fingerprint, split, column, len(ds), resolution or first.size[0], mode)
     root = store_root(cache_dir)
     path = root / key.folder_name

@@ -135,3 +135,12 @@ def test_a_column_of_file_paths_is_decoded(tmp_path):
     ds = datasets.Dataset.from_dict({"file": paths})
     images, mode = decoded_images(ds, "file", "train", num_workers=1, cache_dir=tmp_path / "cache")
     assert mode == "RGB" and images.shape == (3, 3, 6, 6) and images[2].unique().tolist() == [80]
+
+
+def test_the_features_declared_mode_wins_over_the_first_image(tmp_path):
+    images = [Image.fromarray(np.full((4, 4), 7, dtype=np.uint8)),
+              Image.fromarray(np.full((4, 4, 3), 9, dtype=np.uint8))]  # a grayscale image first, then a colour one
+    features = datasets.Features({"image": datasets.Image(mode="RGB")})
+    ds = datasets.Dataset.from_dict({"image": images}, features=features)
+    decoded, mode = decoded_images(ds, "image", "train", num_workers=1, cache_dir=tmp_path)
+    assert mode == "RGB" and decoded.shape == (2, 3, 4, 4) and decoded[0].unique().tolist() == [7]
