@@ -8,7 +8,8 @@ import torch
 
 ZCA_EPS = 0.1
 _FIT_CHUNK = 4096
-_FIT_CHUNK_ELEMENTS = 2**24  # at most 128 MB of float64 per chunk, whatever the image size
+_FIT_CHUNK_ELEMENTS = 2**24  # ZCA: at most 128 MB of float64 per chunk, whatever the image size
+_SUM_CHUNK_ELEMENTS = 2**22  # mean/std: 32 MB of int64 per chunk; integer sums do not depend on the chunking
 
 
 @dataclass
@@ -31,20 +32,21 @@ class Preprocessing:
 
     @classmethod
     def fit(cls, pixels: torch.Tensor, zca: bool = False, eps: float = ZCA_EPS) -> Preprocessing:
-        """Fit mean/std (or ZCA) on uint8 training pixels, in float64, chunk by chunk (pixels may be memory-mapped)."""
+        """Fit mean/std (exact integer sums) or ZCA (float64) on uint8 training pixels, chunk by chunk (pixels may be
+        memory-mapped)."""
         n, c = pixels.shape[:2]
-        rows = max(1, min(_FIT_CHUNK, _FIT_CHUNK_ELEMENTS // pixels[0].numel()))
         if not zca:
-            total = torch.zeros(c, dtype=torch.float64)
-            squares = torch.zeros(c, dtype=torch.float64)
-            for chunk in pixels.split(rows):
-                x = chunk.double().div(255).transpose(0, 1).reshape(c, -1)
+            total = torch.zeros(c, dtype=torch.int64)
+            squares = torch.zeros(c, dtype=torch.int64)
+            for chunk in pixels.split(max(1, _SUM_CHUNK_ELEMENTS // pixels[0].numel())):
+                x = chunk.transpose(0, 1).reshape(c, -1).long()
                 total += x.sum(1)
                 squares += x.square().sum(1)
             count = n * pixels[0, 0].numel()
-            mean = total / count
-            std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+            mean = total.double() / (255 * count)
+            std = (squares.double() / (255**2 * count) - mean.square()).clamp_min(1e-12).sqrt()
             return cls(mean.float(), std.float())
+        rows = max(1, min(_FIT_CHUNK, _FIT_CHUNK_ELEMENTS // pixels[0].numel()))
         dim = pixels[0].numel()
         total = torch.zeros(dim, dtype=torch.float64)
         outer = torch.zeros(dim, dim, dtype=torch.float64)

@@ -78,8 +78,9 @@ class DistillationTrainer:
         callbacks: `transformers.TrainerCallback`s; `on_train_begin`, `on_step_begin`, `on_step_end`,
             `on_log`, `on_evaluate` and `on_train_end` are called, and `control.should_training_stop` is honoured.
             `on_step_end` also receives `images`, the synthetic images after that step.
-        `trainer.iteration_times` holds each iteration's refresh and image-step time (`IterationTime`).
         accelerator: by default one is created with `args.mixed_precision`.
+
+    After `train()`, `trainer.iteration_times` holds each iteration's refresh and image-step time (`IterationTime`).
     """
 
     def __init__(self, args: DistillationArguments, data: ImageClassificationData | None = None,
@@ -373,7 +374,7 @@ class DistillationTrainer:
             job, start = jobs[index], time.perf_counter()
             kwargs = args.model_kwargs if job.model == self.model_name else {}
             score = train_and_test(job, *sets[job.set_name], data, preprocessing, fit_config, args.seed, kwargs,
-                                   acc.device, acc.autocast, self._estimate_after_first_epoch(plan) if not mine else None)
+                                   acc.device, acc.autocast, self._estimate_after_first_epoch(plan, world) if not mine else None)
             if not mine and acc.is_main_process:
                 logger.info(plan.estimate(time.perf_counter() - start, world, whole_model=True))
             mine.append((index, score))
@@ -398,13 +399,13 @@ class DistillationTrainer:
         self.eval_results = output
         return output
 
-    def _estimate_after_first_epoch(self, plan: EvalPlan) -> Callable[[int], None]:
+    def _estimate_after_first_epoch(self, plan: EvalPlan, world: int) -> Callable[[int], None]:
         """An `on_epoch_end` hook that logs the evaluation's expected duration once its first epoch is done."""
         start = time.perf_counter()
 
         def hook(epoch: int) -> None:
             if epoch == 1 and self.is_main_process:
-                logger.info(plan.estimate(time.perf_counter() - start, self.accelerator.num_processes))
+                logger.info(plan.estimate(time.perf_counter() - start, world))
         return hook
 
     # ----------------------------------------------------------------------------------- outputs

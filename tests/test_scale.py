@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _peak_rss_anon_kb(tmp_path: Path, train_rows: int) -> int:
-    """Peak RssAnon of `tests/memory_probe.py` on a generated set whose `datasets` Arrow cache exists already:
-    `datasets`' own first parquet -> Arrow conversion keeps allocator pages that grow with the rows (measured in
-    benchmarks/scale.py), so it runs in a process of its own first; the probe then decodes into the store."""
+    """Peak RssAnon of `tests/memory_probe.py` on a generated set whose `datasets` cache exists already. The first
+    `load_dataset` of new parquet files is `datasets`' own work, not hf-distill's, and its allocator may keep pages,
+    so it runs in a process of its own first (benchmarks/scale.py times it as 'prepare'); the probe then decodes
+    into the store and runs the whole pipeline."""
     data = make_image_dataset(tmp_path / f"data{train_rows}", train_rows, 500, num_classes=10, side=32, num_proc=2)
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "cache")}
     prepare = f"import datasets; datasets.load_dataset({str(data)!r}, cache_dir={str(tmp_path / 'cache')!r})"
@@ -34,6 +35,7 @@ def _peak_rss_anon_kb(tmp_path: Path, train_rows: int) -> int:
 def test_peak_anonymous_memory_does_not_grow_with_the_dataset(tmp_path):
     """40k vs 5k images of 3x32x32 (123 MB vs 15 MB decoded): the whole run's peak RssAnon grows by less than 15%."""
     small, large = _peak_rss_anon_kb(tmp_path, 5_000), _peak_rss_anon_kb(tmp_path, 40_000)
+    print(f"peak RssAnon: {small / 1024:.0f} MB with 5,000 images, {large / 1024:.0f} MB with 40,000")  # pytest -s
     assert large < 1.15 * small, f"peak RssAnon {small} kB with 5k images, {large} kB with 40k"
 
 
