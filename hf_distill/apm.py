@@ -20,8 +20,12 @@ def apm_loss(x: torch.Tensor, y: torch.Tensor, teacher: nn.Module, students: Seq
              ce_weight: float) -> torch.Tensor:
     """The APM image loss: minus the students' L1 logit disagreement with the teacher, plus the teacher's CE."""
     t = teacher(x).float()
-    disagreement = sum((s(x).float() - t).abs().mean() for s in students)
-    return -disagreement + ce_weight * F.cross_entropy(t, y)
+    return -disagreement(x, t, students) + ce_weight * F.cross_entropy(t, y)
+
+
+def disagreement(x: torch.Tensor, teacher_logits: torch.Tensor, students: Sequence[nn.Module]) -> torch.Tensor:
+    """sum_k mean | s_k(x) - t(x) |: how far the students' logits are from the teacher's."""
+    return sum((s(x).float() - teacher_logits).abs().mean() for s in students)
 
 
 def accumulate_image_gradient(

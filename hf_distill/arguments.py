@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from .augment import DEFAULT_STRATEGY, parse_strategy
+from .trackers import tracker_names
 
 LABEL_MODES = ("logits_l1", "kd", "hard")
 DEFAULT_LABEL_MODES = ("logits_l1", "hard")  # the headline and the hard-label score that spec §7 always reports
 
 # Fields that leave the distilled images unchanged: an output_dir or a checkpoint may be reused when only these differ.
-RUN_NEUTRAL_FIELDS = ("output_dir", "preprocessing_num_workers", "cache_dir", "logging_steps", "save_steps", "save_total_limit",
+RUN_NEUTRAL_FIELDS = ("output_dir", "preprocessing_num_workers", "cache_dir", "logging_steps", "report_to", "logging_dir",
+                      "run_name", "save_steps", "save_total_limit",
                       "resume_from_checkpoint", "overwrite_output_dir", "do_eval", "eval_models", "eval_epochs",
                       "num_eval_runs", "eval_label_modes", "kd_temperature", "push_to_hub", "hub_dataset_id", "hub_private",
                       "hub_teachers_id")
-REDACTED = "<redacted>"
 LAST_CHECKPOINT = ("true", "last")  # --resume_from_checkpoint values meaning the newest checkpoint in output_dir
 
 # Defaults that depend on the dataset ("configs as data"); a value given by the user always wins.
@@ -40,6 +43,20 @@ class DistillationArguments:
 
     Fields left at `None` take a default that depends on the dataset: the paper's settings in general,
     smaller ones for the built-in `digits` (see `DATASET_DEFAULTS`). Names match the command-line flags.
+
+    Defaults that differ from the official APM code (github.com/mchen725/DD_APM, its argparse defaults, README and
+    the paper's Table A9, read at commit 53c8847):
+    - `num_teachers` 5 and `teacher_epochs` 50 (official: 100 teachers of 100 epochs, lr x0.1 at the fixed epoch 50,
+      each kept at its epoch of best *test* accuracy; here: lr x0.1 at half, the last epoch is kept).
+    - `zca` off (Table A9 whitens CIFAR: pass --zca). Without ZCA the official code normalises with fixed CIFAR
+      statistics; here the mean and std are fitted on the train split.
+    - `num_eval_runs` 3 (official 5); `eval_label_modes` logits_l1 and hard (official: L1 to teacher logits only);
+      soft labels from teacher 0 (official: a random teacher); the final set is scored once (official: every 50
+      iterations, keeping the best test accuracy).
+    - `ipc` 10 (official argparse 50); `lr_net` 0.02, `student_epochs` 250, `refresh_every` 3 and `ce_weight` 0.1
+      follow Table A9, not the official argparse defaults (0.01, 500, every 6 iterations, 10).
+    - Epoch counts are exact: 2500 iterations, 250 student epochs, 1000 evaluation epochs (each official loop runs
+      one more), and every random draw is seeded (official: network initialisation is seeded from the clock).
     """
 
     # > Data
@@ -58,7 +75,8 @@ class DistillationArguments:
 
     # > Models
     model: str | None = _arg(None, "Distillation architecture, any timm name (default: convnet3, convnet4 at >= 64 px).")
-    model_kwargs: str | None = _arg(None, "JSON dict of extra model arguments, e.g. '{\"net_width\": 64}' (a dict after parsing).")
+    model_kwargs: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "Extra model arguments as a JSON object, e.g. '{\"net_width\": 64}'."})
 
     # > Teachers
     num_teachers: int | None = _arg(None, "Teachers in the pool (default 5; digits 3).")
@@ -86,6 +104,12 @@ class DistillationArguments:
     mixed_precision: str = _arg("no", "Autocast precision.", choices=["no", "bf16", "fp16"])
     seed: int = _arg(0, "Seed of every random draw.")
     logging_steps: int = _arg(25, "Log the image loss every this many iterations.")
+    report_to: str = _arg("none", "Trackers that receive the logs: 'none', 'all', or a comma list of Accelerate trackers "
+                                  "such as 'tensorboard,wandb' (each needs its package, e.g. "
+                                  "`pip install \"hf-distill[tensorboard]\"`).")
+    logging_dir: str | None = _arg(None, "Tracker folder (default: <output_dir>/runs).")
+    run_name: str | None = _arg(None, "Name of the run in the trackers (default: the output folder's name and the "
+                                      "start time).")
 
     # > Long runs
     save_steps: int = _arg(100, "Write <output_dir>/checkpoint-<iteration> every this many iterations, and at the last one.")
@@ -122,10 +146,15 @@ class DistillationArguments:
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if isinstance(self.model_kwargs, str):
-            self.model_kwargs = json.loads(self.model_kwargs)
+            self.model_kwargs = json_object(self.model_kwargs)
         self.model_kwargs = dict(self.model_kwargs or {})
         if self.output_dir is None:
             self.output_dir = str(Path("outputs") / f"{_slug(self.dataset)}-apm-ipc{self.ipc}")
+        self.report_to = ",".join(tracker_names(self.report_to)) or "none"
+        if self.logging_dir is None:
+            self.logging_dir = str(Path(self.output_dir) / "runs")
+        if self.run_name is None:
+            self.run_name = f"{Path(self.output_dir).name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if self.push_to_hub and not self.hub_dataset_id:
             raise ValueError("--push_to_hub needs --hub_dataset_id, the dataset repo to create, e.g. 'org/digits-apm-ipc10'.")
         if self.hub_teachers_id and not self.push_to_hub:
@@ -157,9 +186,8 @@ class DistillationArguments:
                              f"{self.resume_from_checkpoint} would continue from; pass only one of them.")
 
     def to_dict(self) -> dict:
-        """JSON-able arguments; fields named `*token` are redacted, so secrets are never written or logged."""
-        return {f.name: REDACTED if f.name.endswith("token") and getattr(self, f.name) else getattr(self, f.name)
-                for f in fields(self)}
+        """The arguments as a JSON-able dict (they hold no secret: a Hub token is never an argument)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def differences(self, saved: dict) -> list[str]:
         """What differs from `saved` (an earlier run's `to_dict()`) and changes the distilled images, as
@@ -167,6 +195,17 @@ class DistillationArguments:
         now = json.loads(json.dumps(self.to_dict()))
         return [f"--{name} {saved[name]!r} -> {value!r}" for name, value in now.items()
                 if name not in RUN_NEUTRAL_FIELDS and name in saved and saved[name] != value]
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A JSON object given on the command line, as a dict."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{text!r} is not valid JSON ({err}); write an object such as '{{\"net_width\": 64}}'.") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{text!r} is not a JSON object; write one such as '{{\"net_width\": 64}}'.")
+    return value
 
 
 def _slug(dataset: str) -> str:

@@ -7,6 +7,7 @@ Each split is decoded once into an on-disk store (`hf_distill.image_store`) that
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
@@ -177,8 +178,20 @@ def _split_names(dataset: str, path: str, config_name: str | None, kwargs: dict)
                               f"as --dataset.") from err
 
 
+def looks_local(dataset: str) -> bool:
+    """Whether `dataset` reads as a path rather than a Hub id ('org/name') or a URL: './x', '../x', '/x', '~/x' or
+    'a/b/c'."""
+    if "://" in dataset:
+        return False
+    return dataset.startswith(("./", "../", "/", "~")) or dataset in (".", "..") or dataset.strip("/").count("/") >= 2
+
+
 def _builder_arguments(dataset: str) -> tuple[str, dict]:
     """`load_dataset` path and keyword arguments for a Hub id, a folder, or parquet files."""
+    if looks_local(dataset) and not glob.glob(os.path.expanduser(dataset)):
+        raise ValueError(f"--dataset {dataset!r}: no such file or folder. Check the path, or pass a Hub id of the "
+                         f"form 'org/name'.")
+    dataset = os.path.expanduser(dataset)
     if dataset.endswith(".parquet") or (("*" in dataset) and "parquet" in dataset):
         return "parquet", {"data_files": {"train": dataset}}
     if os.path.exists(dataset) and not os.path.isdir(dataset):

@@ -154,11 +154,17 @@ def load_distilled(source: str | os.PathLike, revision: str | None = None) -> Di
                         json.loads(meta["class_names"]), json.loads(meta["metadata"]))
 
 
-def save_grid(distilled: DistilledSet, path: str | os.PathLike, min_side: int = 32) -> None:
-    """Save a PNG with one row per class (IPC images each; one row of all classes when IPC is 1)."""
+def grid_image(distilled: DistilledSet, min_side: int = 32) -> torch.Tensor:
+    """The images as one 3 x H x W grid in [0, 1], one row per class (IPC images each; one row of all classes when
+    IPC is 1), each image upscaled to at least `min_side` pixels."""
     pixels = distilled.pixels()[distilled.labels.argsort(stable=True)]
     if pixels.shape[-1] < min_side:
         pixels = F.interpolate(pixels, scale_factor=-(-min_side // pixels.shape[-1]), mode="nearest")
     per_row = distilled.ipc if distilled.ipc > 1 else len(distilled.class_names)
+    return make_grid(pixels, nrow=per_row, padding=2, pad_value=1.0)
+
+
+def save_grid(distilled: DistilledSet, path: str | os.PathLike) -> None:
+    """Save `grid_image` as a PNG."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(pixels, nrow=per_row, padding=2, pad_value=1.0), path)
+    save_image(grid_image(distilled), path)

@@ -122,22 +122,63 @@ def summarize(runs: list[float]) -> dict:
 
 
 def assemble_results(jobs: list[EvalJob], scores: list[float], teacher_scores: list[float], headline_mode: str) -> dict:
-    """Nest job scores as results.label_modes.<mode>.<set>.<model>, with the headline mode at the top level."""
+    """Nest job scores as results.label_modes.<mode>.<set>.<model>, with the headline mode at the top level, and the
+    paired differences distilled - random subset (run by run: same model seed, the subset being the distilled set's
+    starting images) as results.paired_difference.<mode>.<model>."""
     by_key: dict[tuple, list[float]] = {}
     for job, score in sorted(zip(jobs, scores), key=lambda js: js[0].run):
         by_key.setdefault((job.label_mode, job.set_name, job.model), []).append(score)
     label_modes: dict = {}
     for (mode, set_name, model), runs in by_key.items():
         label_modes.setdefault(mode, {}).setdefault(set_name, {})[model] = summarize(runs)
-    return {"teacher": summarize(teacher_scores), **label_modes[headline_mode], "label_modes": label_modes}
+    paired = {mode: {model: summarize([d - r for d, r in zip(sets["distilled"][model]["runs"],
+                                                             sets["random_subset"][model]["runs"])])
+                     for model in sets["distilled"]}
+              for mode, sets in label_modes.items() if "random_subset" in sets}
+    return {"teacher": summarize(teacher_scores), **label_modes[headline_mode], "label_modes": label_modes,
+            "paired_difference": paired}
+
+
+def verdict(difference: dict, label: str) -> str:
+    """One sentence on whether a paired difference distilled - random subset (`label`: its label mode and model)
+    exceeds its run-to-run spread."""
+    mean, std, n = difference["mean"], difference["std"], len(difference["runs"])
+    if n < 2:
+        return f"Distilled - random subset ({label}): {mean:+.2f} points from one run, so no spread to compare it with."
+    if abs(mean) <= std:
+        return (f"Distilled - random subset ({label}): {mean:+.2f} +- {std:.2f} points over {n} paired runs, within its spread: "
+                f"no difference is shown at this budget.")
+    better = "better" if mean > 0 else "worse"
+    return (f"Distilled - random subset ({label}): {mean:+.2f} +- {std:.2f} points over {n} paired runs, beyond its "
+            f"spread: in these runs the distilled set did {better} than the same number of real images.")
 
 
 def format_table(results: dict) -> str:
-    """A short text table of the headline results."""
-    lines = [f"{'set (label mode)':<30}{'model':<18}{'top-1 % (mean +- std)':>24}",
-             f"{'teacher':<30}{'':<18}{results['teacher']['mean']:>17.2f} +- {results['teacher']['std']:.2f}"]
+    """A short text table of the results, ending with the paired differences and a verdict on the headline one."""
+    lines = [f"{'set (label mode)':<42}{'model':<18}{'top-1 % (mean +- std)':>24}",
+             f"{'teacher':<42}{'':<18}{results['teacher']['mean']:>17.2f} +- {results['teacher']['std']:.2f}"]
     for mode, sets in results["label_modes"].items():
         for set_name, models in sets.items():
             for model, r in models.items():
-                lines.append(f"{set_name + ' (' + mode + ')':<30}{model:<18}{r['mean']:>17.2f} +- {r['std']:.2f}")
+                lines.append(f"{set_name + ' (' + mode + ')':<42}{model:<18}{r['mean']:>17.2f} +- {r['std']:.2f}")
+    paired = results.get("paired_difference", {})
+    for mode, models in paired.items():
+        for model, d in models.items():
+            lines.append(f"{'distilled - random, paired (' + mode + ')':<42}{model:<18}{d['mean']:>+17.2f} +- {d['std']:.2f}")
+    if paired:
+        mode, models = next(iter(paired.items()))
+        model, difference = next(iter(models.items()))
+        lines.append(verdict(difference, f"{mode}, {model}"))
     return "\n".join(lines)
+
+
+def tracker_scalars(results: dict) -> dict[str, float]:
+    """The results' means as flat tracker scalars: eval/teacher, eval/<mode>/<set>/<model>,
+    eval/<mode>/paired_difference/<model>."""
+    scalars = {"eval/teacher": results["teacher"]["mean"]}
+    for mode, sets in results["label_modes"].items():
+        for set_name, models in sets.items():
+            scalars.update({f"eval/{mode}/{set_name}/{model}": r["mean"] for model, r in models.items()})
+    for mode, models in results.get("paired_difference", {}).items():
+        scalars.update({f"eval/{mode}/paired_difference/{model}": d["mean"] for model, d in models.items()})
+    return scalars

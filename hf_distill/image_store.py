@@ -187,8 +187,8 @@ def _build(raw: datasets.Dataset, column: str, key: StoreKey, resize: bool, path
                 for done in as_completed([pool.submit(_decode_range, bounds) for bounds in ranges]):
                     bar.update(done.result())
             except BrokenProcessPool as err:
-                raise RuntimeError(f"A process decoding split {key.split!r} died (out of memory?); nothing was "
-                                   f"kept. Rerun with fewer --preprocessing_num_workers.") from err
+                raise ChildProcessError(f"A process decoding split {key.split!r} died (out of memory?); nothing was "
+                                        f"kept. Rerun with fewer --preprocessing_num_workers.") from err
             finally:  # on an error (a bad image), the ranges not started yet are dropped
                 pool.shutdown(wait=True, cancel_futures=True)
         bar.close()

@@ -22,22 +22,25 @@ import torch.nn as nn
 from accelerate import Accelerator
 from accelerate.utils import broadcast, gather_object
 from tqdm.auto import tqdm
-from transformers import TrainerCallback, TrainerControl, TrainerState
+from transformers import DefaultFlowCallback, EarlyStoppingCallback, TrainerCallback, TrainerControl, TrainerState
 from transformers.trainer_callback import CallbackHandler
+from transformers.utils import logging as transformers_logging
 
-from .apm import accumulate_image_gradient, snapshot_epochs
+from .apm import accumulate_image_gradient, disagreement, snapshot_epochs
 from .arguments import DistillationArguments
 from .checkpoints import (Checkpoint, LoopState, checkpoint_to_resume, list_checkpoints, load_checkpoint, rng_state,
                           rotate_checkpoints, save_checkpoint)
 from .data import ImageClassificationData, load_image_dataset
-from .distilled import PARQUET_DIR, DistilledSet, save_distilled, save_grid, write_card
-from .evaluation import EvalJob, EvalPlan, assemble_results, check_ipc, format_table, sample_real_subset, train_and_test
+from .distilled import PARQUET_DIR, DistilledSet, grid_image, save_distilled, save_grid, write_card
+from .evaluation import (EvalJob, EvalPlan, assemble_results, check_ipc, format_table, sample_real_subset,
+                         tracker_scalars, train_and_test)
 from .files import write_json
-from .models import check_model_name, create_model
+from .models import check_model, create_model
 from .preprocessing import Preprocessing
 from .hub import push_folder, require_token
 from .run_dir import check_output_dir, start_output_dir
 from .teacher_repos import push_teachers, resolve_teacher_pool
+from .trackers import log_image, make_trackers, tracker_config
 from .teachers import (TeacherSpec, check_saved_teachers, check_teacher, load_preprocessing, load_teacher,
                        save_preprocessing, save_teacher, teacher_dir, train_teacher)
 from .training import FitConfig, accuracy, fit, predict
@@ -77,8 +80,11 @@ class DistillationTrainer:
         data: already-loaded data; by default `args.dataset` is loaded.
         callbacks: `transformers.TrainerCallback`s; `on_train_begin`, `on_step_begin`, `on_step_end`,
             `on_log`, `on_evaluate` and `on_train_end` are called, and `control.should_training_stop` is honoured.
-            `on_step_end` also receives `images`, the synthetic images after that step.
-        accelerator: by default one is created with `args.mixed_precision`.
+            `on_step_end` also receives `images`, the synthetic images after that step. Stock callbacks that only
+            read the logs (`PrinterCallback`, `ProgressCallback`) work; those that need `TrainingArguments` (the
+            reporting integrations such as `TensorBoardCallback`, `DefaultFlowCallback`, `EarlyStoppingCallback`)
+            are refused: use `--report_to` for trackers.
+        accelerator: by default one is created with `args.mixed_precision` and the trackers of `args.report_to`.
 
     After `train()`, `trainer.iteration_times` holds each iteration's refresh and image-step time (`IterationTime`).
     """
@@ -86,7 +92,10 @@ class DistillationTrainer:
     def __init__(self, args: DistillationArguments, data: ImageClassificationData | None = None,
                  callbacks: list[TrainerCallback] | None = None, accelerator: Accelerator | None = None):
         self.args = args
-        self.accelerator = accelerator or Accelerator(mixed_precision=args.mixed_precision)
+        self.callback_handler = make_callback_handler(callbacks or [])
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=args.mixed_precision, project_dir=args.logging_dir,
+            log_with=make_trackers(args.report_to, args.run_name, args.logging_dir) or None)
         self._start_time = time.time()
         if data is None:
             with self.accelerator.main_process_first():
@@ -95,8 +104,9 @@ class DistillationTrainer:
                                           args.preprocessing_num_workers, args.cache_dir)
         self.data = data
         self.model_name = args.model or ("convnet4" if data.resolution >= 64 else "convnet3")
-        for name in [self.model_name, *(args.eval_models or [])]:
-            check_model_name(name)
+        for name in dict.fromkeys([self.model_name, *(args.eval_models or [])]):
+            check_model(name, data.num_classes, data.channels, data.resolution,
+                        **(args.model_kwargs if name == self.model_name else {}))
         if args.init == "real" or args.do_eval:
             check_ipc(data.train_labels, args.ipc, data.num_classes)
         self._check_batch_sizes()
@@ -108,7 +118,7 @@ class DistillationTrainer:
         self.accelerator.wait_for_everyone()
         self.state = TrainerState()
         self.control = TrainerControl()
-        self.callback_handler = DistillationCallbackHandler(callbacks or [])
+        self._trackers_started = False
         self.preprocessing: Preprocessing | None = None
         self.teachers: list[nn.Module] = []
         self.distilled: DistilledSet | None = None
@@ -292,6 +302,8 @@ class DistillationTrainer:
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         bar = tqdm(range(self.state.global_step, args.iterations), initial=self.state.global_step, total=args.iterations,
                    desc="APM", disable=not acc.is_main_process)
+        self._start_trackers()
+        window_start = (self.state.global_step, self._clock())
         for it in bar:
             self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
             batch = torch.randperm(len(loop.images), generator=loop.generator)[:batch_syn].to(acc.device)
@@ -306,9 +318,8 @@ class DistillationTrainer:
             self.state.global_step = it + 1
             bar.set_postfix(loss=f"{loss:.4f}")
             if (it + 1) % args.logging_steps == 0 or it + 1 == args.iterations:
-                logs = {"loss": loss, "lr_img": loop.scheduler.get_last_lr()[0], "step": it + 1}
-                self.state.log_history.append(logs)
-                self.control = self.callback_handler.on_log(args, self.state, self.control, logs=logs)
+                self._log(loop, batch, segment_size, loss, window_start)
+                window_start = (it + 1, self._clock())
             if (it + 1) % args.save_steps == 0 or it + 1 == args.iterations:
                 self._save_checkpoint(loop)
             self.control = self.callback_handler.on_step_end(args, self.state, self.control, images=loop.images.detach())
@@ -320,6 +331,38 @@ class DistillationTrainer:
         self.distilled = DistilledSet(images.cpu(), labels.cpu(), soft_labels, self.preprocessing, self.data.class_names,
                                       self._metadata())
         return self.distilled
+
+    def _log(self, loop: LoopState, batch: torch.Tensor, segment_size: int, loss: float,
+             window_start: tuple[int, float]) -> None:
+        """Log the loss, lr_img and the students' mean disagreement with the teacher on `batch` (to the callbacks and
+        `log_history`), and with the iteration times since `window_start` (step, clock) to the trackers."""
+        step, teacher = self.state.global_step, self.teachers[loop.teacher_index]
+        gap = 0.0
+        with torch.no_grad(), self.accelerator.autocast():
+            for segment in batch.split(segment_size):
+                x = loop.images[segment]
+                gap += disagreement(x, teacher(x).float(), loop.students).item() * len(segment)
+        logs = {"loss": loss, "lr_img": loop.scheduler.get_last_lr()[0],
+                "disagreement": gap / (len(batch) * len(loop.students)), "step": step}
+        self.state.log_history.append(logs)
+        self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs=logs)
+        times = self.iteration_times[window_start[0] - step:] if step > window_start[0] else []
+        refreshes = [t.refresh_s for t in times if t.refresh_s > 0]
+        self._track({"train/loss": loss, "train/lr_img": logs["lr_img"], "train/disagreement": logs["disagreement"],
+                     "time/s_per_iteration": (self._clock() - window_start[1]) / max(1, step - window_start[0]),
+                     "time/refresh_s": sum(refreshes) / len(refreshes) if refreshes else 0.0,
+                     "time/image_step_s": sum(t.image_step_s for t in times) / max(1, len(times))}, step)
+
+    def _start_trackers(self) -> None:
+        """Start the trackers of `--report_to` (once), with the run's arguments as their configuration."""
+        if self.accelerator.log_with and not self._trackers_started:
+            self.accelerator.init_trackers(self.args.run_name, config=tracker_config(self.args.to_dict()))
+            self._trackers_started = True
+
+    def _track(self, values: dict[str, float], step: int) -> None:
+        if self.accelerator.log_with:
+            self._start_trackers()
+            self.accelerator.log(values, step=step)
 
     def _metadata(self) -> dict:
         return {"method": "APM", "paper": "arXiv:2312.08912", "model": self.model_name, "args": self.args.to_dict(),
@@ -396,6 +439,7 @@ class DistillationTrainer:
             "compute": self._compute(),
         }
         self.control = self.callback_handler.on_evaluate(args, self.state, self.control, metrics=results)
+        self._track(tracker_scalars(results), self.state.global_step)
         self.eval_results = output
         return output
 
@@ -419,6 +463,9 @@ class DistillationTrainer:
         if self.is_main_process:
             save_distilled(self.distilled, path, self.eval_results, self.args.hub_dataset_id)
             save_grid(self.distilled, path.parent / "distilled_grid.png")
+        if self.accelerator.log_with:
+            self._start_trackers()
+            log_image(self.accelerator, "distilled", grid_image(self.distilled), self.state.global_step)
         self.accelerator.wait_for_everyone()
         self._distilled_path = path
         return path
@@ -480,15 +527,24 @@ class DistillationTrainer:
         return format_table(results["results"])
 
 
-class DistillationCallbackHandler(CallbackHandler):
-    """transformers' `CallbackHandler` without the Trainer-only `DefaultFlowCallback` requirement."""
+REFUSED_CALLBACKS = (DefaultFlowCallback, EarlyStoppingCallback)  # they drive the Trainer's flow from TrainingArguments
 
-    def __init__(self, callbacks: list[TrainerCallback]):
-        self.callbacks = []
-        for callback in callbacks:
-            self.add_callback(callback)
-        self.model = self.processing_class = self.optimizer = self.lr_scheduler = None
-        self.train_dataloader = self.eval_dataloader = None
+
+def make_callback_handler(callbacks: list[TrainerCallback | type[TrainerCallback]]) -> CallbackHandler:
+    """transformers' `CallbackHandler` for `callbacks`; raise for stock callbacks that need `TrainingArguments`."""
+    for callback in callbacks:
+        cls = callback if isinstance(callback, type) else type(callback)
+        if issubclass(cls, REFUSED_CALLBACKS) or cls.__module__.startswith("transformers.integrations"):
+            raise ValueError(f"{cls.__name__} works with transformers' Trainer only (it reads TrainingArguments); "
+                             f"DistillationTrainer reports to trackers with --report_to (e.g. 'tensorboard' or 'wandb').")
+    # The handler warns when DefaultFlowCallback is missing; that callback schedules the Trainer's own logging and
+    # saving, which DistillationTrainer does itself.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        return CallbackHandler(callbacks, model=None, processing_class=None, optimizer=None, lr_scheduler=None)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
 
 
 def hardware_description() -> str:

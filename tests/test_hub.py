@@ -171,7 +171,7 @@ def test_example_push_to_an_unreachable_hub_exits_with_one_sentence(run, tmp_pat
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(rf"Could not push dataset repo {DATASET_ID} to the Hub at http://127\.0\.0\.1:{port} \(\w+: .+\); "
+    assert re.fullmatch(rf"error: Could not push dataset repo {DATASET_ID} to the Hub at http://127\.0\.0\.1:{port} \(\w+: .+\); "
                         rf"check the network, HF_ENDPOINT and your token\. Your files are kept in {re.escape(str(out))}/distilled\.",
                         last), last
     assert "Traceback" not in proc.stderr and SECRET not in proc.stdout + proc.stderr

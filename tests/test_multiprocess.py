@@ -57,10 +57,11 @@ def test_two_processes_split_work_and_keep_identical_images(tmp_path):
     assert moved < 1e-3, f"two processes should compute the single-process update, max difference {moved}"
 
     # a checkpoint continues on the other number of processes: 1 -> 2 and 2 -> 1 end where the uninterrupted run did
+    # (launched as `accelerate launch -m hf_distill distill`, the README's multi-process command)
     for saved, num_processes, uninterrupted in [(single, 2, alone), (out, 1, ranks[0])]:
         run = tmp_path / f"resumed_on_{num_processes}"
         shutil.copytree(saved / "run", run)
-        _launch([str(ROOT / "examples/distill.py"), "--output_dir", str(run), *TINY, "--do_eval", "false",
+        _launch(["-m", "hf_distill", "distill", "--output_dir", str(run), *TINY, "--do_eval", "false",
                  "--resume_from_checkpoint", str(run / "checkpoint-2")], num_processes, tmp_path)
         resumed = load_file(run / "distilled" / "distilled.safetensors")["images"]
         moved = (resumed - uninterrupted["images"]).abs().max()

@@ -21,7 +21,6 @@ class SmallAlexNet(FlatHeadNet):
         in_chans: int = 3,
         img_size: int | Sequence[int] = 32,
         net_norm: str = "none",
-        **kwargs,
     ):
         """
         Args:

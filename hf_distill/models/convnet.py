@@ -27,7 +27,6 @@ class ConvNet(FlatHeadNet):
         net_width: int = 128,
         net_depth: int = 3,
         net_norm: str = "instancenorm",
-        **kwargs,
     ):
         """
         Args:

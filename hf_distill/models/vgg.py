@@ -24,7 +24,6 @@ class SmallVGG(FlatHeadNet):
         img_size: int | Sequence[int] = 32,
         layout: Sequence[int | str] = VGG11_LAYOUT,
         net_norm: str = "instancenorm",
-        **kwargs,
     ):
         """
         Args:

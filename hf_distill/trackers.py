@@ -1,0 +1,68 @@
+"""Experiment trackers (TensorBoard, Weights & Biases, ...) through Accelerate: which ones a run reports to, and what
+they receive besides the training logs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.tracking import GeneralTracker, TensorBoardTracker, WandBTracker
+from accelerate.utils import LoggerType
+from accelerate.utils import imports as accelerate_imports
+
+TRACKERS = tuple(t.value for t in LoggerType if t.value != "all")
+EXTRAS = ("tensorboard", "wandb")  # trackers with an hf-distill extra: pip install "hf-distill[<name>]"
+
+
+def is_installed(name: str) -> bool:
+    """Whether the package of tracker `name` can be imported."""
+    return bool(getattr(accelerate_imports, f"is_{name}_available")())
+
+
+def tracker_names(report_to: str) -> list[str]:
+    """The trackers that `--report_to` names: 'none', 'all' (every installed one) or a comma list; raise if one is
+    unknown or its package is missing."""
+    names = [name.strip() for name in report_to.split(",") if name.strip()]
+    if names in ([], ["none"]):
+        return []
+    if names == ["all"]:
+        return [name for name in TRACKERS if is_installed(name)]
+    for name in names:
+        if name not in TRACKERS:
+            raise ValueError(f"--report_to {name!r} is not a tracker; choose 'none', 'all' or a comma list of {list(TRACKERS)}.")
+        if not is_installed(name):
+            install = f'pip install "hf-distill[{name}]"' if name in EXTRAS else f"pip install {name}"
+            raise ValueError(f"--report_to {name} needs the {name} package, which is not installed: {install}, or drop "
+                             f"{name} from --report_to.")
+    return list(dict.fromkeys(names))
+
+
+def make_trackers(report_to: str, run_name: str, logging_dir: str) -> list[GeneralTracker | str]:
+    """Accelerate's `log_with` for the run: TensorBoard writes to <logging_dir>/<run_name>; a W&B run is named
+    `run_name` in the project $WANDB_PROJECT (default 'hf-distill'); the others take `run_name` as their project."""
+    trackers: list[GeneralTracker | str] = []
+    for name in tracker_names(report_to):
+        if name == "tensorboard":
+            trackers.append(TensorBoardTracker(run_name, logging_dir))
+        elif name == "wandb":
+            trackers.append(WandBTracker(os.environ.get("WANDB_PROJECT", "hf-distill"), name=run_name))
+        else:
+            trackers.append(name)
+    return trackers
+
+
+def tracker_config(args: dict) -> dict:
+    """The run's arguments as trackers accept them: numbers, strings and booleans (lists and dicts as JSON)."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in args.items() if v is not None}
+
+
+def log_image(accelerator: Accelerator, name: str, image: torch.Tensor, step: int) -> None:
+    """Send one 3 x H x W image in [0, 1] to every tracker that takes images."""
+    image = image.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    for tracker in accelerator.trackers:
+        if isinstance(tracker, TensorBoardTracker):
+            tracker.log_images({name: image[None]}, step, dataformats="NHWC")
+        elif hasattr(tracker, "log_images"):
+            tracker.log_images({name: [image]}, step)
