@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hf_distill.augment import apply_dsa, dsa, parse_strategy, sample_dsa
+from hf_distill.augment import DSAParams, apply_dsa, dsa, parse_strategy, sample_dsa
 
 OPS = ["color", "crop", "cutout", "flip", "scale", "rotate"]
 
@@ -17,19 +17,18 @@ def test_each_op_keeps_shape_and_passes_gradients(op):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_siamese_replay_applies_identical_transform(op):
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(5, 3, 16, 16)
-    params = sample_dsa(5, 16, g, op)
-    # replaying on a second batch that shares the first batch's content gives the same output
-    assert torch.equal(apply_dsa(x, params), apply_dsa(x.clone(), params))
-    # and the transform is per-sample: it is applied row by row the same way as to the whole batch
-    assert torch.allclose(apply_dsa(torch.cat([x, x]), _repeat(params)), torch.cat([apply_dsa(x, params)] * 2), atol=1e-6)
-
-
-def _repeat(params):
-    values = {k: (torch.cat([v, v]) if v.ndim else v) for k, v in params.values.items()}
-    return type(params)(params.op, values)
+def test_replayed_params_apply_one_fixed_transform_to_any_batch(op):
+    x, y = torch.rand(2, 5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    params = sample_dsa(5, 16, torch.Generator().manual_seed(1), op)
+    # every op is affine in the pixels, so replaying one fixed transform T gives T(x) - T(y) = T(x - y) - T(0)
+    assert torch.allclose(apply_dsa(x, params) - apply_dsa(y, params),
+                          apply_dsa(x - y, params) - apply_dsa(torch.zeros_like(x), params), atol=1e-5)
+    # sample i gets the transform of its own parameters, whatever the batch around it
+    for i in range(5):
+        own = DSAParams(op, {k: v[i:i + 1] if v.ndim else v for k, v in params.values.items()})
+        assert torch.allclose(apply_dsa(x[i:i + 1], own), apply_dsa(x, params)[i:i + 1], atol=1e-6)
+    other = sample_dsa(5, 16, torch.Generator().manual_seed(2), op)
+    assert not torch.allclose(apply_dsa(x, other), apply_dsa(x, params), atol=1e-3)
 
 
 def test_same_seed_same_augmentation_and_batch_varies_per_sample():

@@ -2,23 +2,25 @@
 
 import json
 import math
+import os
+import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from huggingface_hub.errors import HTTPError
 from PIL import Image
+from safetensors import SafetensorError
 
 import datasets
+import hf_distill.hub
 import hf_distill.trainer as trainer_module
-from hf_distill import DistillationArguments, DistillationTrainer, load_image_dataset
-from hf_distill.arguments import REDACTED
+from hf_distill import DistillationArguments, DistillationTrainer, HubError, load_distilled, load_image_dataset
 from hf_distill.checkpoints import list_checkpoints
-from hf_distill.teachers import load_teacher
+from hf_distill.teachers import load_preprocessing, load_teacher
 
-PACKAGE = Path(__file__).resolve().parents[1] / "hf_distill"
 TINY = dict(ipc=1, iterations=4, num_teachers=1, teacher_epochs=1, student_epochs=2, num_checkpoints=2, save_steps=2,
             do_eval=False, model_kwargs='{"net_width": 16}')
 
@@ -50,9 +52,11 @@ def _images(n: int) -> list:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def test_missing_local_dataset_suggests_a_local_path(tmp_path):
-    with pytest.raises(ValueError, match=r"'.*nowhere' not found.*pass a local folder or parquet files as --dataset"):
-        load_image_dataset(str(tmp_path / "nowhere"))
+@pytest.mark.parametrize("path", ["{tmp}/nowhere", "./nowhere", "~/nowhere/at/all", "no/such/folder"])
+def test_a_missing_local_path_is_reported_as_such(tmp_path, path):
+    path = path.format(tmp=tmp_path)
+    with pytest.raises(ValueError, match=rf"--dataset '{re.escape(path)}': no such file or folder. Check the path"):
+        load_image_dataset(path)
 
 
 def test_unknown_hub_id_says_not_found(monkeypatch):
@@ -221,18 +225,88 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pa
 
 
 # ---------------------------------------------------------------------------------------------- safety
-def test_files_are_read_without_pickle_and_remote_code_is_never_trusted():
-    for path in PACKAGE.rglob("*.py"):
-        text = path.read_text()
-        assert "import pickle" not in text and "trust_remote_code=True" not in text, path
-        for call in text.split("torch.load(")[1:]:
-            assert "weights_only=True" in call.split(")")[0], f"{path}: torch.load without weights_only=True"
+class Exploit:
+    """Unpickling this creates the folder `marker`: what a pickle-based weights file can do to whoever loads it."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
 
 
-def test_token_fields_are_never_written(tmp_path):
-    @dataclass
-    class WithToken(DistillationArguments):
-        hub_token: str | None = None
+def _pickle(path: Path, marker: Path) -> Path:
+    torch.save({"weight": torch.zeros(2), "payload": Exploit(marker)}, path)
+    return path
 
-    args = WithToken(output_dir=str(tmp_path), hub_token="hf_secret", **TINY)
-    assert args.to_dict()["hub_token"] == REDACTED and "hf_secret" not in json.dumps(args.to_dict())
+
+def test_pickled_weights_are_refused_without_being_unpickled(tmp_path, digits, teachers):
+    marker = tmp_path / "exploit-ran"
+    torch.load(_pickle(tmp_path / "probe.pt", marker), weights_only=False)
+    assert marker.exists()  # the payload is real: unpickling the file runs it
+    marker.rmdir()
+    pool = tmp_path / "teachers"
+    shutil.copytree(teachers, pool)
+    _pickle(pool / "teacher-000" / "model.safetensors", marker)
+    corrupt = "is missing, truncated or corrupt.*Delete"
+    with pytest.raises(ValueError, match=f"teacher-000/model.safetensors {corrupt}"):
+        load_teacher(pool / "teacher-000")
+    with pytest.raises(ValueError, match=f"teacher-000/model.safetensors {corrupt}"):
+        DistillationTrainer(_args(tmp_path / "a", pool), data=digits)
+    _pickle(pool / "preprocessing.safetensors", marker)
+    with pytest.raises(ValueError, match=f"teachers/preprocessing.safetensors {corrupt}"):
+        load_preprocessing(pool)
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    _pickle(checkpoint / "state.safetensors", marker)
+    with pytest.raises(ValueError, match=f"checkpoint-2/state.safetensors {corrupt}"):
+        DistillationTrainer(_args(tmp_path / "b", teachers), data=digits).train(resume_from_checkpoint=str(checkpoint))
+    distilled = tmp_path / "distilled"
+    distilled.mkdir()
+    _pickle(distilled / "distilled.safetensors", marker)
+    with pytest.raises(SafetensorError):
+        load_distilled(distilled)
+    assert not marker.exists()
+
+
+def test_a_dataset_loading_script_is_never_run(tmp_path):
+    folder, marker = tmp_path / "scripted", tmp_path / "script-ran"
+    (folder / "data").mkdir(parents=True)
+    features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}
+    for split in ("train", "test"):
+        _parquet(folder / "data" / f"{split}.parquet", {"image": _images(2), "label": [0, 1]}, features)
+    (folder / "scripted.py").write_text(f"import os\nos.mkdir({str(marker)!r})\n")
+    with pytest.raises(RuntimeError, match="scripts are no longer supported"):
+        load_image_dataset(str(folder))
+    assert not marker.exists()
+
+
+class EchoingHfApi:
+    """A Hub that refuses every push and echoes the token it was given, as a misbehaving server might."""
+
+    def __init__(self, token=None, **kwargs):
+        self.token, self.endpoint = token, "https://huggingface.co"
+
+    def create_repo(self, repo_id, **kwargs):
+        raise HTTPError(f"401 Unauthorized: invalid token {self.token}")
+
+
+def test_the_hub_token_is_never_written_or_shown(tmp_path, digits, teachers, monkeypatch):
+    env_token, given_token = "hf_fromTheEnvironmentNeverWritten01", "hf_givenToPushNeverWritten02"
+    monkeypatch.setenv("HF_TOKEN", env_token)
+    monkeypatch.setattr(hf_distill.hub, "HfApi", EchoingHfApi)
+    pool, out = tmp_path / "teachers", tmp_path / "run"
+    shutil.copytree(teachers, pool)
+    trainer = DistillationTrainer(_args(out, pool, push_to_hub=True, hub_dataset_id="org/digits-apm-ipc1",
+                                        hub_teachers_id="org/digits-teachers"), data=digits)
+    trainer.train()
+    shown = []
+    for push in (trainer.push_to_hub, trainer.push_teachers_to_hub):
+        for token in (None, given_token):
+            with pytest.raises(HubError, match=r"401 Unauthorized: invalid token \*\*\*") as error:
+                push(token=token)
+            shown.append(str(error.value))
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"run_args.json", "args.json", "distilled.safetensors", "README.md"} <= {p.name for p in files}
+    for token in (env_token, given_token):
+        assert not any(token.encode() in p.read_bytes() for p in files) and token not in "".join(shown)

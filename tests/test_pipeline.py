@@ -1,5 +1,7 @@
 """The example script and the trainer's outputs, on tiny `digits` runs."""
 
+import ast
+import copy
 import json
 import subprocess
 import sys
@@ -9,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_distill import DistillationArguments, DistillationTrainer, load_distilled
+from hf_distill import DistillationArguments, DistillationTrainer, load_distilled, load_image_dataset
 from hf_distill.cli import parse_args
+from hf_distill.teachers import load_preprocessing, load_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(ipc=2, iterations=3, num_teachers=1, teacher_epochs=2, student_epochs=2, num_checkpoints=2, eval_epochs=2,
-            num_eval_runs=2, model_kwargs='{"net_width": 16}')
+TINY = dict(ipc=2, iterations=3, num_teachers=1, teacher_epochs=10, batch_size=64, student_epochs=2, num_checkpoints=2,
+            eval_epochs=2, num_eval_runs=2, model_kwargs='{"net_width": 16}')  # teachers learn: about 80% on digits
 
 
 def test_example_script_with_yaml_config_writes_every_output(tmp_path):
@@ -31,7 +34,10 @@ def test_example_script_with_yaml_config_writes_every_output(tmp_path):
         entry = results["results"][set_name]["convnet3"]
         assert len(entry["runs"]) == 2 and entry["mean"] == pytest.approx(sum(entry["runs"]) / 2)
     assert set(results["results"]["label_modes"]) == {"logits_l1", "hard"}
-    assert 0 <= results["results"]["teacher"]["mean"] <= 100
+    data, (model, _) = load_image_dataset("digits"), load_teacher(out / "teachers" / "teacher-000")
+    preprocessing = load_preprocessing(out / "teachers")
+    test_accuracy = _top1(model, preprocessing(data.test_images), data.test_labels)
+    assert results["results"]["teacher"]["mean"] == pytest.approx(test_accuracy) and test_accuracy > 40  # chance: 10
     assert results["args"]["iterations"] == 4 and results["args"]["ipc"] == 2  # flag beats YAML, YAML beats default
     assert results["protocol"]["test_split"] == "test" and results["protocol"]["test_size"] == 540
 
@@ -46,10 +52,31 @@ def test_example_script_with_yaml_config_writes_every_output(tmp_path):
     assert Image.open(out / "distilled_grid.png").size[0] > 32
 
     teacher = json.loads((out / "teachers" / "teacher-000" / "config.json").read_text())
-    assert teacher["architecture"] == "convnet3" and teacher["epochs"] == 2 and teacher["in_chans"] == 1
+    assert teacher["architecture"] == "convnet3" and teacher["epochs"] == 10 and teacher["in_chans"] == 1
     assert teacher["resolution"] == 8 and teacher["class_names"] == [str(i) for i in range(10)]
-    assert teacher["preprocessing"]["type"] == "normalize" and 0 <= teacher["train_accuracy"] <= 100
+    assert teacher["preprocessing"]["type"] == "normalize"
+    train_accuracy = _top1(model, preprocessing(data.train_images), data.train_labels)
+    assert teacher["train_accuracy"] == pytest.approx(train_accuracy)
     assert (out / "teachers" / "teacher-000" / "model.safetensors").exists()
+
+
+def _top1(model, inputs, labels) -> float:
+    with torch.no_grad():
+        return (model(inputs).argmax(1) == labels).double().mean().item() * 100
+
+
+def test_training_leaves_every_teacher_unchanged(tmp_path):
+    kwargs = '{"net_width": 16, "net_norm": "batchnorm"}'  # a teacher run in train mode would move its running stats
+    args = DistillationArguments(output_dir=str(tmp_path), do_eval=False, refresh_every=1,
+                                 **{**TINY, "num_teachers": 2, "model_kwargs": kwargs})
+    trainer = DistillationTrainer(args)
+    before = [copy.deepcopy(t.state_dict()) for t in trainer.prepare_teachers()]
+    trainer.train()
+    on_disk = [load_teacher(tmp_path / "teachers" / f"teacher-{i:03d}")[0] for i in range(2)]
+    for state, *teachers in zip(before, trainer.teachers, on_disk):
+        for teacher in teachers:
+            after = teacher.state_dict()
+            assert after.keys() == state.keys() and all(torch.equal(after[k], v) for k, v in state.items())
 
 
 def test_teachers_pool_is_reused_and_completed(tmp_path):
@@ -89,9 +116,23 @@ def test_callbacks_see_every_step_and_can_stop_training(tmp_path):
     assert distilled.metadata["iterations_done"] == 2
 
 
+def test_stock_callbacks_work_or_are_refused_clearly(tmp_path, capsys):
+    from transformers import EarlyStoppingCallback, PrinterCallback
+    from transformers.integrations import TensorBoardCallback
+
+    args = DistillationArguments(output_dir=str(tmp_path / "run"), logging_steps=1, do_eval=False, **TINY)
+    DistillationTrainer(args, callbacks=[PrinterCallback]).train()
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [ast.literal_eval(line)["step"] for line in printed] == [1, 2, 3]  # PrinterCallback prints each log dict
+    for callback in (TensorBoardCallback, EarlyStoppingCallback()):
+        with pytest.raises(ValueError, match=r"works with transformers' Trainer only.*--report_to"):
+            DistillationTrainer(args, callbacks=[callback])
+
+
 def test_arguments_validate_and_fill_dataset_defaults(tmp_path, capsys):
-    args = parse_args(["--ipc", "3"])
+    args = parse_args(["--ipc", "3", "--model_kwargs", '{"net_width": 32}'])
     assert args.iterations == 150 and args.output_dir == "outputs/digits-apm-ipc3"  # digits defaults
+    assert args.model_kwargs == {"net_width": 32} and DistillationArguments().model_kwargs == {}
     generic = DistillationArguments(dataset="uoft-cs/cifar10")
     assert (generic.iterations, generic.student_epochs, generic.eval_epochs) == (2500, 250, 1000)
     assert generic.output_dir == "outputs/cifar10-apm-ipc10"
