@@ -150,6 +150,8 @@ class DistillationArguments:
         self.model_kwargs = dict(self.model_kwargs or {})
         if self.output_dir is None:
             self.output_dir = str(Path("outputs") / f"{_slug(self.dataset)}-apm-ipc{self.ipc}")
+        if isinstance(self.report_to, (list, tuple)):  # a YAML list
+            self.report_to = ",".join(self.report_to)
         self.report_to = ",".join(tracker_names(self.report_to)) or "none"
         if self.logging_dir is None:
             self.logging_dir = str(Path(self.output_dir) / "runs")

@@ -188,7 +188,8 @@ def looks_local(dataset: str) -> bool:
 
 def _builder_arguments(dataset: str) -> tuple[str, dict]:
     """`load_dataset` path and keyword arguments for a Hub id, a folder, or parquet files."""
-    if looks_local(dataset) and not glob.glob(os.path.expanduser(dataset)):
+    local = os.path.expanduser(dataset)
+    if looks_local(dataset) and not (os.path.exists(local) or glob.glob(local)):
         raise ValueError(f"--dataset {dataset!r}: no such file or folder. Check the path, or pass a Hub id of the "
                          f"form 'org/name'.")
     dataset = os.path.expanduser(dataset)

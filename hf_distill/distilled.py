@@ -19,7 +19,7 @@ from torchvision.utils import make_grid, save_image
 import datasets
 
 from .cards import dataset_card
-from .files import atomic_directory, atomic_file, save_tensors
+from .files import atomic_directory, atomic_file, check_tensors_file, save_tensors
 from .hub import download_repo, is_repo_id
 from .preprocessing import Preprocessing
 
@@ -147,6 +147,7 @@ def load_distilled(source: str | os.PathLike, revision: str | None = None) -> Di
     if not file.exists():
         raise FileNotFoundError(f"No {DISTILLED_FILE} at {source}; pass the distilled/ folder written by hf_distill "
                                 f"or the id of a Hub dataset repo it was pushed to.")
+    check_tensors_file(file, "Save or download the distilled set again.")
     with safe_open(file, framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = f.metadata()

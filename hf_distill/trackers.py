@@ -4,6 +4,7 @@ they receive besides the training logs."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import torch
@@ -13,6 +14,7 @@ from accelerate.utils import LoggerType
 from accelerate.utils import imports as accelerate_imports
 
 TRACKERS = tuple(t.value for t in LoggerType if t.value != "all")
+logger = logging.getLogger(__name__)
 EXTRAS = ("tensorboard", "wandb")  # trackers with an hf-distill extra: pip install "hf-distill[<name>]"
 
 
@@ -59,10 +61,14 @@ def tracker_config(args: dict) -> dict:
 
 
 def log_image(accelerator: Accelerator, name: str, image: torch.Tensor, step: int) -> None:
-    """Send one 3 x H x W image in [0, 1] to every tracker that takes images."""
+    """Send one 3 x H x W image in [0, 1] to the trackers that take images (TensorBoard, W&B); a tracker that fails
+    to take it is skipped with a warning, since the run's outputs are already written."""
     image = image.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     for tracker in accelerator.trackers:
-        if isinstance(tracker, TensorBoardTracker):
-            tracker.log_images({name: image[None]}, step, dataformats="NHWC")
-        elif hasattr(tracker, "log_images"):
-            tracker.log_images({name: [image]}, step)
+        try:
+            if isinstance(tracker, TensorBoardTracker):
+                tracker.log_images({name: image[None]}, step, dataformats="NHWC")
+            elif isinstance(tracker, WandBTracker):
+                tracker.log_images({name: [image]}, step)
+        except Exception as error:  # noqa: BLE001  (any tracker library error)
+            logger.warning("Could not send the image grid to %s: %s", tracker.name, error)

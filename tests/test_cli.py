@@ -81,6 +81,12 @@ def test_bad_input_is_one_line_with_status_2_and_no_output(tmp_path, flags, patt
     assert not (tmp_path / "run").exists()
 
 
+def test_no_command_and_a_malformed_config_are_one_line_errors(tmp_path):
+    assert_one_line_error(hf_distill_cli(), 2, r"^error: no command; run `hf-distill \{distill,evaluate,leaderboard\}")
+    (tmp_path / "bad.yaml").write_text("ipc: [\n")
+    assert_one_line_error(distill("--config", str(tmp_path / "bad.yaml")), 2, r"bad.yaml is not valid YAML")
+
+
 def test_debug_shows_the_traceback(tmp_path):
     for proc in (distill("--dataset", "./no_such", "--debug"),
                  distill("--dataset", "./no_such", env={"HF_DISTILL_DEBUG": "1"})):
