@@ -11,11 +11,12 @@ from .distilled import DistilledSet, load_distilled, save_distilled
 from .hub import HubError
 from .models import create_model
 from .preprocessing import Preprocessing
+from .scoring import PROTOCOLS, evaluate_set
 from .teacher_repos import export_teachers, push_teachers
 from .trainer import DistillationTrainer
 
 __version__ = "0.1.0"
 
-__all__ = ["DistillationArguments", "DistillationTrainer", "DistilledSet", "HubError", "ImageClassificationData",
-           "Preprocessing", "apm_loss", "create_model", "export_teachers", "load_distilled", "load_image_dataset",
+__all__ = ["PROTOCOLS", "DistillationArguments", "DistillationTrainer", "DistilledSet", "HubError", "ImageClassificationData",
+           "Preprocessing", "apm_loss", "create_model", "evaluate_set", "export_teachers", "load_distilled", "load_image_dataset",
            "push_teachers", "save_distilled"]

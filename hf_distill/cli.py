@@ -4,6 +4,7 @@ environment end it with one line `error: <problem and fix>` (status 2 for bad in
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import logging
 import os
@@ -18,6 +19,7 @@ from transformers import HfArgumentParser
 from . import __version__
 from .arguments import DistillationArguments, json_object
 from .hub import HubError
+from .scoring import PROTOCOLS, append_leaderboard, evaluate_set, render_leaderboard
 from .trainer import DistillationTrainer
 
 DEBUG_FLAG, DEBUG_ENV = "--debug", "HF_DISTILL_DEBUG"
@@ -33,7 +35,8 @@ class OneLineErrors:
 
 
 class DistillParser(OneLineErrors, HfArgumentParser):
-    pass
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)  # so that --debug is only ever spelt out
 
 
 def make_parser(prog: str = "hf-distill distill") -> HfArgumentParser:
@@ -67,13 +70,17 @@ def parse_args(argv: list[str] | None = None, prog: str = "hf-distill distill") 
     try:
         if known.config:
             config = yaml.safe_load(Path(known.config).read_text()) or {}
-            unknown = sorted(set(config) - {a.dest for a in parser._actions})
+            if not isinstance(config, dict):
+                raise ValueError(f"{known.config} must be a YAML mapping of flag names to values.")
+            unknown = sorted(set(config) - {f.name for f in dataclasses.fields(DistillationArguments)})
             if unknown:
                 raise ValueError(f"Unknown keys {unknown} in {known.config}; use the flag names of `--help`.")
             parser.set_defaults(**config)
         return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)[0]
-    except (ValueError, OSError) as error:  # a bad value, an unknown YAML key, an unreadable --config
-        parser.error(str(error))
+    except yaml.YAMLError as error:
+        parser.error(f"{known.config} is not valid YAML: {' '.join(str(error).split())}")
+    except (ValueError, OSError, TypeError, AttributeError) as error:  # a bad value or YAML value, an unknown key,
+        parser.error(str(error))                                        # an unreadable --config
 
 
 def _close_flags(parser: argparse.ArgumentParser, words: list[str]) -> str:
@@ -141,12 +148,65 @@ def run(command: Callable[[], None], debug: bool) -> int:
         return status
 
 
-COMMANDS = {"distill": "Distil a dataset with APM: teachers, distillation, evaluation, outputs (flags: "
-                       "`hf-distill distill --help`)."}
+COMMANDS = {
+    "distill": "Distil a dataset with APM: teachers, distillation, evaluation, outputs (flags: `hf-distill distill --help`).",
+    "evaluate": "Score a distilled set under a named protocol, next to a random real subset (and the teachers).",
+    "leaderboard": "Print a leaderboard JSON written by `hf-distill evaluate --leaderboard` as a Markdown table.",
+}
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(prog="hf-distill evaluate", description="Score SET on the test split of --dataset under each "
+                           "--protocol and --models architecture; the random real subsets come from its train split.")
+    parser.add_argument("set", metavar="SET", help="An hf-distill distilled/ folder or Hub dataset id, a `datasets` "
+                        "image-classification set (hard labels, plus a `soft_label` column if any), or a .safetensors "
+                        "release of another method ('images', 'labels', 'mean'/'std' or ZCA metadata).")
+    parser.add_argument("--dataset", required=True, help="The real dataset the set was distilled from (Hub id, folder, "
+                        "parquet files or 'digits').")
+    parser.add_argument("--test_split", default=None, help="Test split or slice (default: 'test', else 'validation').")
+    parser.add_argument("--protocol", nargs="+", choices=list(PROTOCOLS), default=None, help="Protocols (default: "
+                        "apm and hard for sets with soft labels, else hard). " + "; ".join(
+                            f"{p.name}: {p.description}, {p.epochs} epochs, lr {p.lr}" for p in PROTOCOLS.values()))
+    parser.add_argument("--models", nargs="+", default=None, help="Architectures (default: convnet3, convnet4 at >= 64 px).")
+    parser.add_argument("--epochs", type=int, default=None, help="Epochs per model (default: the protocol's).")
+    parser.add_argument("--lr", type=float, default=None, help="Learning rate (default: the protocol's).")
+    parser.add_argument("--num_runs", type=int, default=3, help="Fresh models (and random subsets) per row.")
+    parser.add_argument("--teachers", default=None, help="Teacher pool (folder or 'hf-hub:org/name'): its teachers get "
+                        "a row, and teacher 0 labels the random subsets of soft-label protocols.")
+    parser.add_argument("--zca", action="store_true", default=None, help="The set is ZCA-whitened (fitted on the train "
+                        "split of --dataset); default: a release's own metadata, else no.")
+    parser.add_argument("--method", default=None, help="Method name for the leaderboard (default: from the set).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--leaderboard", default=None, help="Add the rows to this JSON file (created if needed).")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=f"Show the traceback of an error (or set {DEBUG_ENV}=1).")
+    return parser
+
+
+def evaluate(argv: list[str]) -> None:
+    """`hf-distill evaluate`: print the rows (and notes) as Markdown; add them to --leaderboard."""
+    args = evaluate_parser().parse_args(argv)
+    if args.num_runs < 1 or (args.epochs is not None and args.epochs < 1):
+        raise ValueError("--num_runs and --epochs must be positive.")
+    result = evaluate_set(args.set, args.dataset, args.protocol, args.models, args.epochs, args.lr, args.num_runs,
+                          args.teachers, args.zca, args.method, args.seed, test_split=args.test_split)
+    print(result.to_markdown())
+    if args.leaderboard:
+        print(f"Added {len(result.rows)} rows to {append_leaderboard(args.leaderboard, result.rows)}")
+
+
+def leaderboard(argv: list[str]) -> None:
+    """`hf-distill leaderboard FILE.json`: the leaderboard as Markdown."""
+    parser = CommandParser(prog="hf-distill leaderboard", description=COMMANDS["leaderboard"])
+    parser.add_argument("file", metavar="FILE.json")
+    path = Path(parser.parse_args(argv).file)
+    if not path.exists():
+        raise ValueError(f"No leaderboard at {path}; write one with `hf-distill evaluate ... --leaderboard {path}`.")
+    print(render_leaderboard(path))
 
 
 class CommandParser(OneLineErrors, argparse.ArgumentParser):
-    pass
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     command = parser.parse_known_args(words[:1])[0].command
     if command is None:
         parser.print_help(sys.stderr)
+        print(f"error: no command; run `hf-distill {{{','.join(COMMANDS)}}} [flags]` (flags go after the command).",
+              file=sys.stderr)
         return BAD_INPUT
     argv.remove(command)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv, prog=f"hf-distill {command}")
-    return run(lambda: distill(args), debug)
+    if command == "distill":
+        args = parse_args(argv, prog=f"hf-distill {command}")
+        return run(lambda: distill(args), debug)
+    return run(lambda: {"evaluate": evaluate, "leaderboard": leaderboard}[command](argv), debug)

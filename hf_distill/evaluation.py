@@ -18,6 +18,7 @@ from .training import FitConfig, accuracy, fit
 
 LABEL_MODE_LOSSES = {"logits_l1": "l1", "kd": "kd", "hard": "ce"}
 EVAL_SEED_OFFSET = 10_000
+RANDOM_DRAW_OFFSET = 20_000  # seeds of the per-run random-subset draws
 
 
 @dataclass
@@ -90,6 +91,12 @@ def sample_real_subset(labels: torch.Tensor, ipc: int, num_classes: int, generat
     return torch.cat([members[torch.randperm(len(members), generator=generator)[:ipc]] for members in by_class])
 
 
+def random_draw(labels: torch.Tensor, ipc: int, num_classes: int, seed: int, run: int) -> torch.Tensor:
+    """Indices of the random real subset of evaluation run `run`: a new draw for each run, so the spread of its
+    scores includes the subset-to-subset spread."""
+    return sample_real_subset(labels, ipc, num_classes, torch.Generator().manual_seed(seed + RANDOM_DRAW_OFFSET + run))
+
+
 def train_and_test(
     job: EvalJob,
     images: torch.Tensor,
@@ -153,18 +160,23 @@ def verdict(difference: dict, label: str) -> str:
             f"spread: in these runs the distilled set did {better} than the same number of real images.")
 
 
+TABLE_NAMES = {"distilled_8bit": "distilled, 8-bit", "random_subset": "random, paired (start images)",
+               "random_draws": "random, new draw per run"}
+
+
 def format_table(results: dict) -> str:
     """A short text table of the results, ending with the paired differences and a verdict on the headline one."""
-    lines = [f"{'set (label mode)':<42}{'model':<18}{'top-1 % (mean +- std)':>24}",
-             f"{'teacher':<42}{'':<18}{results['teacher']['mean']:>17.2f} +- {results['teacher']['std']:.2f}"]
+    lines = [f"{'set (label mode)':<44}{'model':<18}{'top-1 % (mean +- std)':>24}",
+             f"{'teacher':<44}{'':<18}{results['teacher']['mean']:>17.2f} +- {results['teacher']['std']:.2f}"]
     for mode, sets in results["label_modes"].items():
         for set_name, models in sets.items():
             for model, r in models.items():
-                lines.append(f"{set_name + ' (' + mode + ')':<42}{model:<18}{r['mean']:>17.2f} +- {r['std']:.2f}")
+                name = f"{TABLE_NAMES.get(set_name, set_name)} ({mode})"
+                lines.append(f"{name:<44}{model:<18}{r['mean']:>17.2f} +- {r['std']:.2f}")
     paired = results.get("paired_difference", {})
     for mode, models in paired.items():
         for model, d in models.items():
-            lines.append(f"{'distilled - random, paired (' + mode + ')':<42}{model:<18}{d['mean']:>+17.2f} +- {d['std']:.2f}")
+            lines.append(f"{'distilled - random, paired (' + mode + ')':<44}{model:<18}{d['mean']:>+17.2f} +- {d['std']:.2f}")
     if paired:
         mode, models = next(iter(paired.items()))
         model, difference = next(iter(models.items()))

@@ -32,8 +32,8 @@ from .checkpoints import (Checkpoint, LoopState, checkpoint_to_resume, list_chec
                           rotate_checkpoints, save_checkpoint)
 from .data import ImageClassificationData, load_image_dataset
 from .distilled import PARQUET_DIR, DistilledSet, grid_image, save_distilled, save_grid, write_card
-from .evaluation import (EvalJob, EvalPlan, assemble_results, check_ipc, format_table, sample_real_subset,
-                         tracker_scalars, train_and_test)
+from .evaluation import (EvalJob, EvalPlan, assemble_results, check_ipc, format_table, random_draw,
+                         sample_real_subset, tracker_scalars, train_and_test)
 from .files import write_json
 from .models import check_model, create_model
 from .preprocessing import Preprocessing
@@ -289,6 +289,7 @@ class DistillationTrainer:
         args, acc = self.args, self.accelerator
         resume = args.resume_from_checkpoint if resume_from_checkpoint is None else resume_from_checkpoint
         checkpoint = self._checkpoint_to_resume(resume)
+        self._trackers_on()  # before the teachers: a tracker that cannot start fails the run at once
         teachers = self.prepare_teachers()
         loop, labels = self._start_loop()
         self.state = TrainerState(max_steps=args.iterations, logging_steps=args.logging_steps, save_steps=args.save_steps)
@@ -302,7 +303,6 @@ class DistillationTrainer:
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         bar = tqdm(range(self.state.global_step, args.iterations), initial=self.state.global_step, total=args.iterations,
                    desc="APM", disable=not acc.is_main_process)
-        self._start_trackers()
         window_start = (self.state.global_step, self._clock())
         for it in bar:
             self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
@@ -353,15 +353,21 @@ class DistillationTrainer:
                      "time/refresh_s": sum(refreshes) / len(refreshes) if refreshes else 0.0,
                      "time/image_step_s": sum(t.image_step_s for t in times) / max(1, len(times))}, step)
 
-    def _start_trackers(self) -> None:
-        """Start the trackers of `--report_to` (once), with the run's arguments as their configuration."""
+    def _trackers_on(self) -> bool:
+        """Whether the run reports to trackers; they are started on the first call, with the run's arguments as their
+        configuration."""
         if self.accelerator.log_with and not self._trackers_started:
-            self.accelerator.init_trackers(self.args.run_name, config=tracker_config(self.args.to_dict()))
+            try:
+                self.accelerator.init_trackers(self.args.run_name, config=tracker_config(self.args.to_dict()))
+            except Exception as error:  # each tracker raises its own kinds (login, network, files)
+                raise ConnectionError(f"--report_to {self.args.report_to} could not start: {type(error).__name__}: "
+                                      f"{error}. Log in to the tracker (e.g. `wandb login`, or WANDB_MODE=offline), "
+                                      f"or leave it out of --report_to.") from error
             self._trackers_started = True
+        return bool(self.accelerator.log_with)
 
     def _track(self, values: dict[str, float], step: int) -> None:
-        if self.accelerator.log_with:
-            self._start_trackers()
+        if self._trackers_on():
             self.accelerator.log(values, step=step)
 
     def _metadata(self) -> dict:
@@ -405,8 +411,8 @@ class DistillationTrainer:
                               predict(teachers[0], subset_images, autocast=acc.autocast)),
         }
         models, headline = args.eval_models or [self.model_name], args.eval_label_modes[0]
-        jobs = [EvalJob(s, mode, m, r) for mode in args.eval_label_modes for s in sets for m in models
-                for r in range(args.num_eval_runs) if s != "distilled_8bit" or mode == headline]
+        jobs = [EvalJob(s, mode, m, r) for mode in args.eval_label_modes for s in [*sets, "random_draws"] for m in models
+                for r in range(args.num_eval_runs) if s not in ("distilled_8bit", "random_draws") or mode == headline]
         rank, world = self._shard
         fit_config = self._fit_config(args.eval_epochs, args.lr_net)
         plan = EvalPlan(jobs, args.eval_epochs, math.ceil(len(distilled.labels) / args.batch_size))
@@ -416,7 +422,8 @@ class DistillationTrainer:
         for index in tqdm(range(rank, len(jobs), world), desc="evaluate", disable=not acc.is_main_process):
             job, start = jobs[index], time.perf_counter()
             kwargs = args.model_kwargs if job.model == self.model_name else {}
-            score = train_and_test(job, *sets[job.set_name], data, preprocessing, fit_config, args.seed, kwargs,
+            inputs = sets[job.set_name] if job.set_name in sets else self._random_draw(distilled, job.run)
+            score = train_and_test(job, *inputs, data, preprocessing, fit_config, args.seed, kwargs,
                                    acc.device, acc.autocast, self._estimate_after_first_epoch(plan, world) if not mine else None)
             if not mine and acc.is_main_process:
                 logger.info(plan.estimate(time.perf_counter() - start, world, whole_model=True))
@@ -431,7 +438,11 @@ class DistillationTrainer:
                          "lr_net": args.lr_net, "batch_size": args.batch_size, "dsa_strategy": args.dsa_strategy,
                          "optimizer": "SGD momentum 0.9, wd 5e-4, lr x0.1 at half", "test_split": data.source.get("test_split"),
                          "test_size": len(data.test_labels),
-                         "random_subset": "ipc real train images per class (seeded), labelled by teacher 0",
+                         "random_subset": "ipc real train images per class drawn with --seed (the starting images "
+                                          "under --init real), labelled by teacher 0; paired run by run with distilled",
+                         "random_draws": "a new draw of ipc real train images per class for each run, labelled by "
+                                         "teacher 0; its spread includes the subset-to-subset spread; headline label "
+                                         "mode only",
                          "distilled_8bit": "the images as 8-bit pixels (the `image` column), preprocessed again, "
                                            "with the same soft labels; headline label mode only",
                          "soft_labels": "logits of teacher 0", "teachers": len(teachers)},
@@ -442,6 +453,13 @@ class DistillationTrainer:
         self._track(tracker_scalars(results), self.state.global_step)
         self.eval_results = output
         return output
+
+    def _random_draw(self, distilled: DistilledSet, run: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The real subset of evaluation run `run` (a new draw per run), preprocessed, with its labels and teacher-0
+        logits."""
+        index = random_draw(self.data.train_labels, distilled.ipc, self.data.num_classes, self.args.seed, run)
+        images = distilled.preprocessing(self.data.train_images[index])
+        return images, self.data.train_labels[index], predict(self.teachers[0], images, autocast=self.accelerator.autocast)
 
     def _estimate_after_first_epoch(self, plan: EvalPlan, world: int) -> Callable[[int], None]:
         """An `on_epoch_end` hook that logs the evaluation's expected duration once its first epoch is done."""
@@ -463,8 +481,7 @@ class DistillationTrainer:
         if self.is_main_process:
             save_distilled(self.distilled, path, self.eval_results, self.args.hub_dataset_id)
             save_grid(self.distilled, path.parent / "distilled_grid.png")
-        if self.accelerator.log_with:
-            self._start_trackers()
+        if self._trackers_on():
             log_image(self.accelerator, "distilled", grid_image(self.distilled), self.state.global_step)
         self.accelerator.wait_for_everyone()
         self._distilled_path = path
@@ -538,13 +555,17 @@ def make_callback_handler(callbacks: list[TrainerCallback | type[TrainerCallback
             raise ValueError(f"{cls.__name__} works with transformers' Trainer only (it reads TrainingArguments); "
                              f"DistillationTrainer reports to trackers with --report_to (e.g. 'tensorboard' or 'wandb').")
     # The handler warns when DefaultFlowCallback is missing; that callback schedules the Trainer's own logging and
-    # saving, which DistillationTrainer does itself.
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
+    # saving, which DistillationTrainer does itself. (model, processing_class/tokenizer, optimizer, lr_scheduler: none.)
+    handler_logger = transformers_logging.get_logger("transformers.trainer_callback")
+    handler_logger.addFilter(_no_default_flow_warning)
     try:
-        return CallbackHandler(callbacks, model=None, processing_class=None, optimizer=None, lr_scheduler=None)
+        return CallbackHandler(callbacks, None, None, None, None)
     finally:
-        transformers_logging.set_verbosity(verbosity)
+        handler_logger.removeFilter(_no_default_flow_warning)
+
+
+def _no_default_flow_warning(record: logging.LogRecord) -> bool:
+    return "DefaultFlowCallback" not in record.getMessage()
 
 
 def hardware_description() -> str:

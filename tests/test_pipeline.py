@@ -27,10 +27,11 @@ def test_example_script_with_yaml_config_writes_every_output(tmp_path):
     proc = subprocess.run([sys.executable, "examples/distill.py", "--config", str(config), "--output_dir", str(out),
                            "--iterations", "4"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "random_subset (logits_l1)" in proc.stdout and "teacher" in proc.stdout
+    assert "random, paired (start images) (logits_l1)" in proc.stdout and "teacher" in proc.stdout
+    assert "random, new draw per run (logits_l1)" in proc.stdout and "random, new draw per run (hard)" not in proc.stdout
 
     results = json.loads((out / "eval_results.json").read_text())
-    for set_name in ("distilled", "random_subset"):
+    for set_name in ("distilled", "random_subset", "random_draws"):
         entry = results["results"][set_name]["convnet3"]
         assert len(entry["runs"]) == 2 and entry["mean"] == pytest.approx(sum(entry["runs"]) / 2)
     assert set(results["results"]["label_modes"]) == {"logits_l1", "hard"}

@@ -53,9 +53,10 @@ def test_thousand_classes_run_end_to_end_and_export_in_shards(tmp_path, monkeypa
     caplog.set_level("INFO", logger="hf_distill.trainer")
     trainer.save_eval_results(trainer.evaluate())
     plan = next(r.message for r in caplog.records if r.message.startswith("Evaluation plan"))
-    assert "5 models = [distilled (logits_l1 + hard), distilled_8bit (logits_l1), random_subset (logits_l1 + hard)]" in plan
-    assert "2 epochs x 4 steps: 40 training steps" in plan
-    assert any("training the 5 models should take about" in r.message for r in caplog.records)
+    assert ("6 models = [distilled (logits_l1 + hard), distilled_8bit (logits_l1), random_subset (logits_l1 + hard), "
+            "random_draws (logits_l1)]") in plan
+    assert "2 epochs x 4 steps: 48 training steps" in plan
+    assert any("training the 6 models should take about" in r.message for r in caplog.records)
     assert any("with its test scoring: the evaluation should take about" in r.message for r in caplog.records)
 
     shards = sorted(p.name for p in (folder / "data").iterdir())

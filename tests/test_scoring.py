@@ -1,0 +1,112 @@
+"""`evaluate_set` / `hf-distill evaluate`: any set under a named protocol, with its baselines, and the leaderboard."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import datasets
+import hf_distill.scoring as scoring
+from hf_distill import DistillationArguments, DistillationTrainer, Preprocessing, evaluate_set, load_image_dataset
+from hf_distill.scoring import append_leaderboard, read_set, render_leaderboard
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(models=["convnet3"], epochs=2, num_runs=2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_image_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, digits) -> Path:
+    """A tiny distilled digits set (distilled/) and its one-teacher pool (teachers/)."""
+    out = tmp_path_factory.mktemp("scoring") / "run"
+    args = DistillationArguments(output_dir=str(out), ipc=2, iterations=2, num_teachers=1, teacher_epochs=10, batch_size=64,
+                                 student_epochs=2, num_checkpoints=2, do_eval=False, model_kwargs={"net_width": 16})
+    trainer = DistillationTrainer(args, data=digits)
+    trainer.train()
+    trainer.save_distilled()
+    return out
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Every (set name, label mode, run, images, targets) that `evaluate_set` trains a model on."""
+    calls = []
+
+    def record(job, images, labels, soft_labels, *args, **kwargs):
+        calls.append((job.set_name, job.label_mode, job.run, images.clone(), labels if job.label_mode == "hard" else soft_labels))
+        return 50.0 + job.run
+    monkeypatch.setattr(scoring, "train_and_test", record)
+    return calls
+
+
+def test_our_set_is_scored_under_apm_and_hard_next_to_fresh_random_subsets_and_the_teachers(run, digits, recorded):
+    result = evaluate_set(str(run / "distilled"), digits, teachers=str(run / "teachers"), **FAST)
+    rows = [(r.set, r.protocol, r.ipc, r.runs) for r in result.rows]
+    assert rows[1:] == [("run", "apm", 2, [50.0, 51.0]), ("random subset, new draw per run", "apm", 2, [50.0, 51.0]),
+                        ("run", "hard", 2, [50.0, 51.0]), ("random subset, new draw per run", "hard", 2, [50.0, 51.0])]
+    assert rows[0][:2] == ("teachers (1)", "-") and result.rows[0].mean > 30  # the teacher learned something
+    by_set = {(name, mode, r): (images, targets) for name, mode, r, images, targets in recorded}
+    assert torch.equal(by_set["set", "logits_l1", 0][0], by_set["set", "logits_l1", 1][0])
+    assert not torch.equal(by_set["random_subset", "hard", 0][0], by_set["random_subset", "hard", 1][0])  # new draws
+    assert by_set["set", "logits_l1", 0][1].shape == (20, 10) and by_set["set", "hard", 0][1].shape == (20,)
+    assert by_set["random_subset", "logits_l1", 0][1].shape == (20, 10)  # labelled by the teacher
+    assert {r.epochs for r in result.rows[1:]} == {2} and {r.test_split for r in result.rows} == {"test"}
+
+
+def test_a_set_without_soft_labels_is_scored_with_hard_only(tmp_path, digits, recorded):
+    pixels = digits.train_images[:20]
+    path = tmp_path / "set"
+    (path / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(
+        {"image": [img[0].numpy() for img in pixels], "label": digits.train_labels[:20].tolist()},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)}),
+    ).to_parquet(str(path / "data" / "train.parquet"))
+    result = evaluate_set(str(path), digits, protocols=["apm", "hard"], **FAST)
+    assert [r.protocol for r in result.rows] == ["hard", "hard"]
+    assert result.notes == ["set has no soft labels: scored with `hard` only."]
+    images = next(images for name, _, _, images, _ in recorded if name == "set")
+    assert torch.allclose(images, Preprocessing.fit(digits.train_images)(pixels))  # decoded and preprocessed as real data
+
+
+def test_a_release_is_read_in_its_own_space(tmp_path, digits):
+    mean, std = torch.tensor([0.3]), torch.tensor([0.2])
+    pixels = digits.train_images[:20]
+    images = (pixels.float() / 255 - mean) / std
+    save_file({"images": images, "labels": digits.train_labels[:20], "mean": mean, "std": std},
+              str(tmp_path / "M_ipc2.safetensors"), metadata={"method": "M (someone et al.)"})
+    release = read_set(str(tmp_path / "M_ipc2.safetensors"), digits)
+    assert release.method == "M" and release.soft_labels is None and release.ipc == 2
+    assert torch.allclose(release.preprocessing(pixels), images)  # test images go to the release's space
+    save_file({"images": images, "labels": torch.eye(10)[digits.train_labels[:20]]}, str(tmp_path / "W.safetensors"),
+              metadata={"zca": "yes"})
+    whitened = read_set(str(tmp_path / "W.safetensors"), digits)
+    assert whitened.preprocessing.zca and torch.equal(whitened.labels, digits.train_labels[:20])
+    assert whitened.soft_labels.shape == (20, 10)
+    save_file({"images": images, "labels": digits.train_labels[:20]}, str(tmp_path / "N.safetensors"))
+    with pytest.raises(ValueError, match="neither its mean/std nor that it is ZCA-whitened; pass --zca"):
+        read_set(str(tmp_path / "N.safetensors"), digits)
+
+
+def test_evaluate_command_adds_to_a_leaderboard_that_renders(tmp_path, run):
+    board = tmp_path / "board.json"
+    cli = [sys.executable, "-m", "hf_distill"]
+    proc = subprocess.run([*cli, "evaluate", str(run / "distilled"), "--dataset", "digits", "--protocol", "hard",
+                           "--epochs", "2", "--num_runs", "2", "--leaderboard", str(board)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| run | APM | 2 | hard | convnet3 |" in proc.stdout and "random subset, new draw per run" in proc.stdout
+    rows = json.loads(board.read_text())["rows"]
+    append_leaderboard(board, [scoring.ScoreRow(**rows[0])])
+    assert len(json.loads(board.read_text())["rows"]) == 3
+    rendered = subprocess.run([*cli, "leaderboard", str(board)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rendered.stdout == render_leaderboard(board) + "\n" and rendered.stdout.count("| run | APM |") == 2
+    missing = subprocess.run([*cli, "leaderboard", str(tmp_path / "none.json")], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.strip().startswith("error: No leaderboard at")
