@@ -142,21 +142,21 @@ def class_names_from(ds: datasets.Dataset, label_column: str) -> list[str]:
     if not (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))):
         raise ValueError(f"Label column {label_column!r} has type {feature}, not integer class ids. Encode it first "
                          f"(`ds.class_encode_column({label_column!r})`) or pass --label_column.")
-    values = np.unique(_column_array(ds, label_column))
+    values = np.unique(column_array(ds, label_column))
     if values.min() < 0 or values.max() >= 10_000:
         raise ValueError(f"Label column {label_column!r} holds values {values.min()}..{values.max()}; expected class ids 0..C-1.")
     logger.warning("Label column %r is a plain integer column: using class names '0'..'%d'.", label_column, values.max())
     return [str(i) for i in range(int(values.max()) + 1)]
 
 
-def _column_array(ds: datasets.Dataset, column: str) -> np.ndarray:
+def column_array(ds: datasets.Dataset, column: str) -> np.ndarray:
     """One column as a numpy array, read in one batch (`ds[column]` iterates row by row: minutes at ImageNet size)."""
     return ds.select_columns([column]).with_format("numpy")[:][column]
 
 
 def _labels(ds: datasets.Dataset, column: str, split: str, num_classes: int, flag: str) -> torch.Tensor:
     """The split's class ids; raise if one lies outside 0..num_classes-1 (an unlabelled split marks rows with -1)."""
-    labels = torch.as_tensor(_column_array(ds, column), dtype=torch.int64)
+    labels = torch.as_tensor(column_array(ds, column), dtype=torch.int64)
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"Split {split!r} has labels {int(labels.min())}..{int(labels.max())}, outside the "
                          f"{num_classes} classes (-1 marks an unlabelled split, like ImageNet's 'test'). Pass {flag} "
@@ -192,7 +192,7 @@ def _builder_arguments(dataset: str) -> tuple[str, dict]:
     if looks_local(dataset) and not (os.path.exists(local) or glob.glob(local)):
         raise ValueError(f"--dataset {dataset!r}: no such file or folder. Check the path, or pass a Hub id of the "
                          f"form 'org/name'.")
-    dataset = os.path.expanduser(dataset)
+    dataset = local
     if dataset.endswith(".parquet") or (("*" in dataset) and "parquet" in dataset):
         return "parquet", {"data_files": {"train": dataset}}
     if os.path.exists(dataset) and not os.path.isdir(dataset):

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 import datasets
 
 from .augment import DEFAULT_STRATEGY
-from .data import ImageClassificationData, find_columns, load_image_dataset
+from .data import ImageClassificationData, column_array, find_columns, load_image_dataset
 from .distilled import DISTILLED_FILE, load_distilled
 from .evaluation import EvalJob, random_draw, summarize, train_and_test
 from .files import check_tensors_file, write_json
@@ -155,8 +155,8 @@ def _read_image_dataset(source: str, data: ImageClassificationData, zca: bool, m
     ds = datasets.load_dataset(os.path.expanduser(source), split=split)
     image_column, label_column = find_columns(ds.features, None, None)
     images, _ = decoded_images(ds, image_column, split, data.resolution, "L" if data.channels == 1 else "RGB")
-    labels = torch.as_tensor(ds.with_format("numpy")[:][label_column]).long()
-    soft = torch.as_tensor(ds.with_format("numpy")[:]["soft_label"]).float() if "soft_label" in ds.features else None
+    labels = torch.as_tensor(column_array(ds, label_column)).long()
+    soft = torch.as_tensor(column_array(ds, "soft_label")).float() if "soft_label" in ds.features else None
     preprocessing = Preprocessing.fit(data.train_images, zca=zca)
     return SetToScore(Path(source).name or source, method or "unknown", preprocessing(images), labels, soft,
                       preprocessing, "datasets image set")
@@ -222,10 +222,10 @@ def evaluate_set(
         runs = []
         for run in range(num_runs):
             runs.append(train_and_test(EvalJob("set", protocol.label_mode, model, run), scored.images, scored.labels,
-                                       _or_labels(scored.soft_labels, scored.labels), data, scored.preprocessing, config,
-                                       seed, device=device))
+                                       scored.labels if scored.soft_labels is None else scored.soft_labels, data,
+                                       scored.preprocessing, config, seed, device=device))
             bar.update()
-        rows.append(ScoreRow(scored.name, scored.method, scored.ipc, runs=runs, **_stats(runs), **row))
+        rows.append(ScoreRow(scored.name, scored.method, scored.ipc, **summarize(runs), **row))
         if not random_subset:
             bar.update(num_runs)
             continue
@@ -243,19 +243,10 @@ def evaluate_set(
                                        data.train_labels[index], targets, data, scored.preprocessing, config, seed,
                                        device=device))
             bar.update()
-        rows.append(ScoreRow("random subset, new draw per run", "real images", scored.ipc, runs=runs, **_stats(runs),
+        rows.append(ScoreRow("random subset, new draw per run", "real images", scored.ipc, **summarize(runs),
                              **row))
     bar.close()
     return SetEvaluation(rows, notes)
-
-
-def _stats(runs: list[float]) -> dict:
-    summary = summarize(runs)
-    return {"mean": summary["mean"], "std": summary["std"]}
-
-
-def _or_labels(soft: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
-    return soft if soft is not None else labels
 
 
 def _load_pool(teachers: str, data: ImageClassificationData,
