@@ -45,15 +45,31 @@ def accumulate_image_gradient(
     full-batch one. With `shard=(rank, world)` this process handles segments rank, rank+world, ...;
     summing `images.grad` over processes then gives the full gradient. Returns this process's share
     of the loss.
+
+    The gradient is that of `apm_loss`, taken one student at a time: each student's term is
+    differentiated on its own (its d/dt collected on a detached copy of the teacher's logits), then
+    the teacher's graph once, so memory holds the teacher's graph and one student's, not K + 1.
     """
     rank, world = shard
-    total = 0.0
+    total = torch.zeros((), device=images.device)
     for segment in batch.split(segment_size)[rank::world]:
+        weight = len(segment) / len(batch)
+        x = images[segment].detach().requires_grad_(True)
         with autocast():
-            loss = apm_loss(images[segment], labels[segment], teacher, students, ce_weight) * (len(segment) / len(batch))
-        loss.backward()
-        total += loss.item()
-    return total
+            t = teacher(x).float()
+        t_detached = t.detach().requires_grad_(True)
+        for student in students:
+            with autocast():
+                term = -(student(x).float() - t_detached).abs().mean() * weight
+            term.backward()
+            total += term.detach()
+        ce = ce_weight * F.cross_entropy(t, labels[segment]) * weight
+        torch.autograd.backward([t, ce], [t_detached.grad, torch.ones_like(ce)])
+        total += ce.detach()
+        if images.grad is None:
+            images.grad = torch.zeros_like(images)
+        images.grad.index_add_(0, segment, x.grad)
+    return total.item()
 
 
 def snapshot_epochs(epochs: int, num_checkpoints: int) -> tuple[int, ...]:

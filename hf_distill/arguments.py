@@ -101,7 +101,12 @@ class DistillationArguments:
     zca: bool = _arg(False, "ZCA-whiten inputs (eps 0.1) instead of mean/std normalisation.")
     batch_size: int = _arg(256, "Batch size for teachers, students and evaluation models.")
     dsa_strategy: str | None = _arg(None, f"DSA op groups, '_'-separated (default {DEFAULT_STRATEGY}; digits without flip).")
-    mixed_precision: str = _arg("no", "Autocast precision.", choices=["no", "bf16", "fp16"])
+    mixed_precision: str = _arg("no", "Autocast precision: 'bf16' (CPUs and GPUs that have it), or 'no'. 'fp16' is "
+                                      "refused: it needs loss scaling, which hf-distill does not do.",
+                                choices=["no", "bf16", "fp16"])
+    torch_compile: bool = _arg(False, "Compile the models of the hot loops (students, teachers, evaluation models) "
+                                      "with torch.compile: a slower start (compiling takes tens of seconds per model "
+                                      "mode), faster steps on long runs. Changes results in the last float digits.")
     seed: int = _arg(0, "Seed of every random draw.")
     logging_steps: int = _arg(25, "Log the image loss every this many iterations.")
     report_to: str = _arg("none", "Trackers that receive the logs: 'none', 'all', or a comma list of Accelerate trackers "
@@ -157,6 +162,9 @@ class DistillationArguments:
             self.logging_dir = str(Path(self.output_dir) / "runs")
         if self.run_name is None:
             self.run_name = f"{Path(self.output_dir).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if self.mixed_precision == "fp16":
+            raise ValueError("--mixed_precision fp16 is not supported: float16 gradients underflow without loss "
+                             "scaling, which hf-distill does not do; use --mixed_precision bf16 (or no).")
         if self.push_to_hub and not self.hub_dataset_id:
             raise ValueError("--push_to_hub needs --hub_dataset_id, the dataset repo to create, e.g. 'org/digits-apm-ipc10'.")
         if self.hub_teachers_id and not self.push_to_hub:

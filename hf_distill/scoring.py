@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 import datasets
 
+from .allocator import keep_freed_memory
 from .augment import DEFAULT_STRATEGY
 from .data import ImageClassificationData, column_array, find_columns, load_image_dataset
 from .distilled import DISTILLED_FILE, load_distilled
@@ -190,6 +191,7 @@ def evaluate_set(
         epochs / lr: override the protocols' defaults.
         random_subset: score the random-subset baseline too (leave it out when another set of the same IPC has it).
     """
+    keep_freed_memory()
     data = dataset if isinstance(dataset, ImageClassificationData) else load_image_dataset(dataset, test_split=test_split)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     scored = read_set(set_source, data, zca, method)

@@ -44,12 +44,14 @@ def teacher_dir(root: str | os.PathLike, index: int) -> Path:
 
 def train_teacher(spec: TeacherSpec, data: ImageClassificationData, preprocessing: Preprocessing, device: torch.device,
                   autocast: Callable[[], ContextManager] = contextlib.nullcontext,
-                  progress: str | None = None) -> tuple[nn.Module, dict]:
-    """Train one teacher on the full train split (SGD lr 0.05, DSA); return it and its JSON config."""
+                  progress: str | None = None, compile: bool = False) -> tuple[nn.Module, dict]:
+    """Train one teacher on the full train split (SGD lr 0.05, DSA); return it and its JSON config.
+    `compile`: compile its forward (`FitConfig.compile`)."""
     torch.manual_seed(spec.seed)
     model = create_model(spec.model, data.num_classes, data.channels, data.resolution, **spec.model_kwargs).to(device)
     generator = torch.Generator().manual_seed(spec.seed)
-    config = FitConfig(epochs=spec.epochs, lr=TEACHER_LR, batch_size=spec.batch_size, loss="ce", dsa_strategy=spec.dsa_strategy)
+    config = FitConfig(epochs=spec.epochs, lr=TEACHER_LR, batch_size=spec.batch_size, loss="ce", dsa_strategy=spec.dsa_strategy,
+                       compile=compile)
     fit(model, data.train_images, data.train_labels, config, generator, transform=preprocessing, autocast=autocast,
         progress=progress)
     freeze(model)

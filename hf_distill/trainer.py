@@ -26,6 +26,7 @@ from transformers import DefaultFlowCallback, EarlyStoppingCallback, TrainerCall
 from transformers.trainer_callback import CallbackHandler
 from transformers.utils import logging as transformers_logging
 
+from .allocator import keep_freed_memory
 from .apm import accumulate_image_gradient, disagreement, snapshot_epochs
 from .arguments import DistillationArguments
 from .checkpoints import (Checkpoint, LoopState, checkpoint_to_resume, list_checkpoints, load_checkpoint, rng_state,
@@ -43,7 +44,7 @@ from .teacher_repos import push_teachers, resolve_teacher_pool
 from .trackers import log_image, make_trackers, tracker_config
 from .teachers import (TeacherSpec, check_saved_teachers, check_teacher, load_preprocessing, load_teacher,
                        save_preprocessing, save_teacher, teacher_dir, train_teacher)
-from .training import FitConfig, accuracy, fit, predict
+from .training import FitConfig, accuracy, compile_model, fit, predict
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class DistillationTrainer:
     def __init__(self, args: DistillationArguments, data: ImageClassificationData | None = None,
                  callbacks: list[TrainerCallback] | None = None, accelerator: Accelerator | None = None):
         self.args = args
+        keep_freed_memory()
         self.callback_handler = make_callback_handler(callbacks or [])
         self.accelerator = accelerator or Accelerator(
             mixed_precision=args.mixed_precision, project_dir=args.logging_dir,
@@ -154,7 +156,8 @@ class DistillationTrainer:
 
     def _fit_config(self, epochs: int, lr: float, loss: str = "l1") -> FitConfig:
         return FitConfig(epochs=epochs, lr=lr, batch_size=self.args.batch_size, loss=loss,
-                         dsa_strategy=self.args.dsa_strategy, kd_temperature=self.args.kd_temperature)
+                         dsa_strategy=self.args.dsa_strategy, kd_temperature=self.args.kd_temperature,
+                         compile=self.args.torch_compile)
 
     # ---------------------------------------------------------------------------------- teachers
     def prepare_teachers(self) -> list[nn.Module]:
@@ -178,7 +181,8 @@ class DistillationTrainer:
             spec = TeacherSpec(self.model_name, args.model_kwargs, args.teacher_epochs, args.seed + i, args.batch_size,
                                args.dsa_strategy)
             label = f"teacher {i + 1}/{args.num_teachers} (rank {rank})" if world > 1 else f"teacher {i + 1}/{args.num_teachers}"
-            model, config = train_teacher(spec, data, self.preprocessing, acc.device, acc.autocast, progress=label)
+            model, config = train_teacher(spec, data, self.preprocessing, acc.device, acc.autocast, progress=label,
+                                          compile=args.torch_compile)
             save_teacher(model, config, teacher_dir(root, i))
             logger.info("%s: train accuracy %.2f%%", label, config["train_accuracy"])
         acc.wait_for_everyone()
@@ -186,7 +190,7 @@ class DistillationTrainer:
         for i in range(args.num_teachers):
             model, config = load_teacher(teacher_dir(root, i), acc.device)
             check_teacher(config, data, teacher_dir(root, i))
-            self.teachers.append(model)
+            self.teachers.append(compile_model(model) if args.torch_compile else model)
             self.teacher_configs.append(config)
         return self.teachers
 
@@ -214,8 +218,9 @@ class DistillationTrainer:
 
     def _new_student(self) -> nn.Module:
         data = self.data
-        return create_model(self.model_name, data.num_classes, data.channels, data.resolution,
-                            **self.args.model_kwargs).to(self.accelerator.device)
+        student = create_model(self.model_name, data.num_classes, data.channels, data.resolution,
+                               **self.args.model_kwargs).to(self.accelerator.device)
+        return compile_model(student) if self.args.torch_compile else student
 
     def _start_loop(self) -> tuple[LoopState, torch.Tensor]:
         """Initial images (the same on every process) with their optimiser and scheduler, the loop's generators, labels."""

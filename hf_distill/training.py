@@ -30,6 +30,7 @@ class FitConfig:
     augment: bool = True
     dsa_strategy: str = DEFAULT_STRATEGY
     kd_temperature: float = 4.0
+    compile: bool = False  # compile the model's forward with torch.compile (`compile_model`)
 
 
 def target_loss(outputs: torch.Tensor, targets: torch.Tensor, loss: str, temperature: float = 4.0) -> torch.Tensor:
@@ -68,6 +69,8 @@ def fit(
     `on_epoch_end(epoch)` is called after each epoch.
     """
     device = next(model.parameters()).device
+    if config.compile:
+        compile_model(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[config.epochs // 2], gamma=0.1)
     rank, world = shard
@@ -91,10 +94,23 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         if epoch in snapshot_epochs:
-            snapshots.append(freeze(copy.deepcopy(model)))
+            snapshots.append(frozen_copy(model))
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     return snapshots
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """`model`, its forward compiled with torch.compile (in place: the state dict keeps its keys)."""
+    model._compiled_call_impl = None
+    model.compile()
+    return model
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A frozen deep copy of `model`, compiled again if `model` is (a copied compiled forward would run `model`)."""
+    snapshot = freeze(copy.deepcopy(model))
+    return compile_model(snapshot) if model._compiled_call_impl is not None else snapshot
 
 
 def freeze(model: nn.Module) -> nn.Module:

@@ -27,6 +27,19 @@ def test_loss_reads_like_the_equation():
     assert torch.allclose(apm_loss(x, y, teacher, students, 0.1), expected)
 
 
+def test_image_gradient_is_the_gradient_of_the_loss():
+    teacher, students = _nets()
+    x, y = _images()
+    batch = torch.tensor([9, 2, 5, 0, 7, 3, 8])
+    loss = accumulate_image_gradient(x, batch, y, teacher, students, 0.1, segment_size=len(batch))
+    expected_x = x.detach().clone().requires_grad_(True)
+    expected = apm_loss(expected_x[batch], y[batch], teacher, students, 0.1)
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(x.grad, expected_x.grad, atol=1e-7, rtol=1e-4)
+    assert expected_x.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("segment_size", [1, 3, 4, 7])
 def test_segments_give_the_full_batch_gradient(segment_size):
     teacher, students = _nets()
