@@ -3,6 +3,8 @@
     python benchmarks/speed.py                       # this checkout -> benchmarks/results/speed.json
     python benchmarks/speed.py --compare main        # this checkout and `main` in alternation (A B A B),
                                                      # with the ratios main / this (> 1: this is faster)
+    python benchmarks/speed.py --compare 00cd540 --torch_compile   # the committed speed.json: this checkout
+                                                     # without and with --torch_compile, then 00cd540, per round
     python benchmarks/speed.py --device cuda --mixed_precision bf16 --out speed_cuda.json
 
 Setting: ../shared/data/cifar10_5k, --zca, convnet3 (width 128, instance norm), IPC 10, student_epochs 50,
@@ -44,6 +46,7 @@ SETTING = dict(zca=True, model="convnet3", ipc=10, student_epochs=50, num_checkp
                refresh_every=3, lr_img=1.0, lr_net=0.02, ce_weight=0.1, num_teachers=2, teacher_epochs=1, seed=0)
 PARTS = ("apm", "teacher", "eval", "segments", "conv")
 SEGMENT_SIZES = (10, 25, 50, 100)
+COMPILED_PARTS = ("apm", "teacher", "eval")  # measured with --torch_compile beside the plain run, with --compare
 
 
 # ------------------------------------------------------------------------------------- one part, one process
@@ -240,11 +243,11 @@ def prepare_teachers(opts: argparse.Namespace) -> None:
         DistillationTrainer(_arguments(opts, output_dir=tempfile.mkdtemp(prefix="speed-"), do_eval=False)).prepare_teachers()
 
 
-def measure(code: str, opts: argparse.Namespace, compiled: bool = False) -> dict:
-    """Every part of `opts.parts`, each in a fresh process importing hf_distill from `code`; `compiled`: with
-    --torch_compile."""
+def measure(code: str, opts: argparse.Namespace, compiled: bool = False, parts: tuple[str, ...] = PARTS) -> dict:
+    """The parts of `opts.parts` (among `parts`), each in a fresh process importing hf_distill from `code`;
+    `compiled`: with --torch_compile."""
     result = {}
-    runs = [(part, size) for part in opts.parts for size in (SEGMENT_SIZES if part == "segments" else (0,))]
+    runs = [(part, size) for part in opts.parts if part in parts for size in (SEGMENT_SIZES if part == "segments" else (0,))]
     for part, size in runs:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             command = [sys.executable, __file__, "--part", part, "--code", code, "--json", out.name, "--segment_size", str(size),
@@ -305,7 +308,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16"])
     parser.add_argument("--torch_compile", action="store_true",
-                        help="measure this checkout with --torch_compile (the other revision as it is)")
+                        help="measure this checkout with --torch_compile; with --compare, also without it (the other "
+                             "revision as it is)")
     parser.add_argument("--dataset", default=DATASET, help="default: ../shared/data/cifar10_5k")
     parser.add_argument("--teachers", default=None, help="the quick teachers' pool (default: outputs/speed/<dataset>)")
     parser.add_argument("--out", default=str(HERE / "results" / "speed.json"))
@@ -320,18 +324,24 @@ def main() -> None:
         return run_part(opts)
     prepare_teachers(opts)
     other = checkout(opts.compare) if opts.compare else None
-    report = {**environment(opts), "this": [], "other": [], "compare": opts.compare}
+    both = bool(other and opts.torch_compile)  # this checkout without and with --torch_compile, then REV
+    report = {**environment(opts), "this": [], "this_compiled": [], "other": [], "compare": opts.compare}
     for round_ in range(opts.rounds if other else 1):
-        print(f"round {round_ + 1}: this checkout", flush=True)
-        report["this"].append(measure(str(ROOT), opts, opts.torch_compile))
+        print(f"round {round_ + 1}: this checkout{'' if both or not opts.torch_compile else ' (--torch_compile)'}")
+        report["this"].append(measure(str(ROOT), opts, opts.torch_compile and not both))
+        if both:
+            print(f"round {round_ + 1}: this checkout (--torch_compile)", flush=True)
+            report["this_compiled"].append(measure(str(ROOT), opts, True, COMPILED_PARTS))
         if other:
             print(f"round {round_ + 1}: {opts.compare}", flush=True)
             report["other"].append(measure(other, opts))
-    if other:
-        report["ratios"] = ratios(report["this"], report["other"])
-        print(f"\n{opts.compare} / this checkout (> 1: this checkout is faster or smaller), median of {opts.rounds} rounds:")
-        for key, value in report["ratios"].items():
-            print(f"  {key:32s} {value:6.2f}x")
+    for name, this in (("ratios", report["this"]), ("ratios_compiled", report["this_compiled"])):
+        if other and this:
+            report[name] = ratios(this, report["other"])
+            print(f"\n{opts.compare} / this checkout{' with --torch_compile' if name.endswith('compiled') else ''} "
+                  f"(> 1: this checkout is faster or smaller), median of {opts.rounds} rounds:")
+            for key, value in report[name].items():
+                print(f"  {key:32s} {value:6.2f}x")
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {opts.out}")
