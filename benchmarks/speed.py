@@ -51,7 +51,7 @@ COMPILED_PARTS = ("apm", "teacher", "eval")  # measured with --torch_compile bes
 
 # ------------------------------------------------------------------------------------- one part, one process
 def _rss_mb(field: str) -> float:
-    """VmRSS / VmHWM of this process in MB."""
+    """VmRSS / VmHWM of this process in MB (not ru_maxrss: a spawned process inherits its parent's peak there)."""
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
     return int(line.split()[1]) / 1024
 
@@ -111,7 +111,6 @@ def _compile(opts: argparse.Namespace) -> dict:
 
 
 def part_apm(opts: argparse.Namespace) -> dict:
-    import resource
     import torch
     trainer = _trainer(opts, iterations=opts.iterations, save_steps=10**6)
     trainer.prepare_teachers()
@@ -121,7 +120,7 @@ def part_apm(opts: argparse.Namespace) -> dict:
     refreshes = [t.refresh_s for t in times if (t.step - 1) % SETTING["refresh_every"] == 0]
     result = {"s_per_iteration": statistics.mean(t.refresh_s + t.image_step_s for t in times),
               "refresh_s": statistics.median(refreshes), "image_step_s": statistics.median(t.image_step_s for t in times),
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_loop_mb": loaded}
+              "peak_rss_mb": _rss_mb("VmHWM"), "rss_before_loop_mb": loaded}
     if opts.device == "cuda":
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
