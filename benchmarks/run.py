@@ -150,7 +150,9 @@ def main() -> None:
     if not args.table:
         for name in args.rows or sorted(p.stem for p in (HERE / "configs").glob("*.yaml")):
             run_row(name)
-    results = [json.loads(p.read_text()) for p in sorted((HERE / "results").glob("*.json"))]
+    rows = sorted(p.stem for p in (HERE / "configs").glob("*.yaml"))  # results/ also holds other benchmarks' files
+    results = [json.loads((HERE / "results" / f"{row}.json").read_text()) for row in rows
+               if (HERE / "results" / f"{row}.json").exists()]
     write_readme(results)
     print(table(results))
 
