@@ -4,6 +4,8 @@
     python benchmarks/score_peers.py --models convnet3 --epochs 300   # the CPU-sized literature check
     python benchmarks/score_peers.py --ours outputs/bench/cifar10_5k_ipc10/distilled \
         --teachers outputs/bench/cifar10_5k_teachers                  # add our set (and `apm`, its teacher labels)
+    python benchmarks/score_peers.py --models convnet3 --epochs 300 --ours_only --ours ... --teachers ...
+                                                                      # add only our rows to the existing leaderboard
     python benchmarks/score_peers.py --compare                        # only rebuild the comparison with the papers
 
 Every set is scored with `hf_distill.evaluate_set` on the bit-exact test split of ../shared/data/cifar10_5k (1,017
@@ -37,6 +39,8 @@ def main() -> None:
     parser.add_argument("--ours", default=None, help="Our distilled/ folder of CIFAR-10 5k IPC 10.")
     parser.add_argument("--teachers", default=None, help="The teacher pool of --ours (adds the `apm` protocol).")
     parser.add_argument("--output", default=str(RESULTS / "leaderboard.json"))
+    parser.add_argument("--ours_only", action="store_true",
+                        help="Score only --ours and add its rows to --output (the peers' rows stay).")
     parser.add_argument("--compare", action="store_true", help="Only rebuild the comparison from --output.")
     args = parser.parse_args()
     output = Path(args.output)
@@ -50,9 +54,10 @@ def main() -> None:
 def score(args: argparse.Namespace, output: Path) -> None:
     """Score every CIFAR-10 peer (and --ours) into a new leaderboard at `output`, row by row."""
     data = load_image_dataset(str(SOURCE))
-    output.unlink(missing_ok=True)
+    if not args.ours_only:
+        output.unlink(missing_ok=True)
     baselines: set[int] = set()
-    for path in sorted(PEERS.glob("*_CIFAR10_*.safetensors")):
+    for path in [] if args.ours_only else sorted(PEERS.glob("*_CIFAR10_*.safetensors")):
         with safe_open(path, framework="pt") as f:
             ipc = f.get_slice("labels").get_shape()[0] // 10
         result = evaluate_set(str(path), data, ["hard"], args.models, args.epochs, None, args.num_runs,

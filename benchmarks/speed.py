@@ -21,6 +21,7 @@ is its own), importing hf_distill from the checkout under test:
             held before it (VmHWM reset through /proc/self/clear_refs; CUDA: peak allocated)
   conv      the convolutions of one student step alone (forward, input and weight gradients, batch 100): their
             FLOP/s on this machine, and 50 x their time, the floor under a student refresh of 50 one-batch epochs
+            (this checkout only: `--parts conv apm` gives the refresh's share of it from one run)
 
 Only ratios measured in one run mean anything: the machine is shared, and absolute times move with its load.
 """
@@ -168,16 +169,19 @@ def part_eval(opts: argparse.Namespace) -> dict:
 def part_conv(opts: argparse.Namespace) -> dict:
     """The student step's convolutions alone (forward, input and weight gradients), at its batch of 100 images."""
     import torch
+    from hf_distill.allocator import keep_freed_memory  # a property of the machine: measured at its best
+    keep_freed_memory()
     torch.manual_seed(0)
     shapes = [(3, 32), (128, 16), (128, 8)]  # convnet3 at width 128: (input channels, side) of each conv
     layers = [torch.nn.Conv2d(c, 128, 3, padding=1).to(opts.device) for c, _ in shapes]
     inputs = [torch.randn(100, c, side, side, device=opts.device, requires_grad=i > 0)
               for i, (c, side) in enumerate(shapes)]
+    grads = [torch.randn(100, 128, side, side, device=opts.device) for _, side in shapes]
     flops = sum(2 * 100 * side * side * 128 * c * 9 * (3 if i > 0 else 2) for i, (c, side) in enumerate(shapes))
 
     def step():
-        for layer, x in zip(layers, inputs):
-            layer(x).sum().backward()
+        for layer, x, grad in zip(layers, inputs, grads):
+            layer(x).backward(grad)
 
     step()
     times = []
@@ -333,7 +337,7 @@ def main() -> None:
             report["this_compiled"].append(measure(str(ROOT), opts, True, COMPILED_PARTS))
         if other:
             print(f"round {round_ + 1}: {opts.compare}", flush=True)
-            report["other"].append(measure(other, opts))
+            report["other"].append(measure(other, opts, parts=tuple(p for p in PARTS if p != "conv")))
     for name, this in (("ratios", report["this"]), ("ratios_compiled", report["this_compiled"])):
         if other and this:
             report[name] = ratios(this, report["other"])

@@ -268,10 +268,12 @@ def _load_pool(teachers: str, data: ImageClassificationData,
 
 
 def append_leaderboard(path: str | os.PathLike, rows: list[ScoreRow]) -> Path:
-    """Add `rows` to the leaderboard JSON at `path` (created if needed), atomically."""
+    """Add `rows` to the leaderboard JSON at `path` (created if needed), atomically; a row equal in every field to one
+    already there (a baseline scored again with the same seeds) is not added twice."""
     path = Path(path)
     existing = json.loads(path.read_text())["rows"] if path.exists() else []
-    write_json(path, {"rows": existing + [asdict(row) for row in rows]})
+    new = [asdict(row) for row in rows]
+    write_json(path, {"rows": existing + [row for i, row in enumerate(new) if row not in existing + new[:i]]})
     return path
 
 

@@ -50,8 +50,8 @@ def train_teacher(spec: TeacherSpec, data: ImageClassificationData, preprocessin
     torch.manual_seed(spec.seed)
     model = create_model(spec.model, data.num_classes, data.channels, data.resolution, **spec.model_kwargs).to(device)
     generator = torch.Generator().manual_seed(spec.seed)
-    config = FitConfig(epochs=spec.epochs, lr=TEACHER_LR, batch_size=spec.batch_size, loss="ce", dsa_strategy=spec.dsa_strategy,
-                       compile=compile)
+    config = FitConfig(epochs=spec.epochs, lr=TEACHER_LR, batch_size=spec.batch_size, loss="ce",
+                       dsa_strategy=spec.dsa_strategy, compile=compile)
     fit(model, data.train_images, data.train_labels, config, generator, transform=preprocessing, autocast=autocast,
         progress=progress)
     freeze(model)

@@ -104,7 +104,9 @@ def test_evaluate_command_adds_to_a_leaderboard_that_renders(tmp_path, run):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| run | APM | 2 | hard | convnet3 |" in proc.stdout and "random subset, new draw per run" in proc.stdout
     rows = json.loads(board.read_text())["rows"]
-    append_leaderboard(board, [scoring.ScoreRow(**rows[0])])
+    append_leaderboard(board, [scoring.ScoreRow(**rows[0])])  # the same row again is not added twice
+    assert len(json.loads(board.read_text())["rows"]) == 2
+    append_leaderboard(board, [scoring.ScoreRow(**{**rows[0], "epochs": 3})])
     assert len(json.loads(board.read_text())["rows"]) == 3
     rendered = subprocess.run([*cli, "leaderboard", str(board)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert rendered.stdout == render_leaderboard(board) + "\n" and rendered.stdout.count("| run | APM |") == 2
