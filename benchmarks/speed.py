@@ -103,8 +103,7 @@ def _autocast(opts: argparse.Namespace):
     import torch
     if opts.mixed_precision == "no":
         return contextlib.nullcontext
-    dtype = torch.bfloat16 if opts.mixed_precision == "bf16" else torch.float16
-    return lambda: torch.autocast(opts.device, dtype=dtype)
+    return lambda: torch.autocast(opts.device, dtype=torch.bfloat16)
 
 
 def _compile(opts: argparse.Namespace) -> dict:
@@ -127,9 +126,10 @@ def part_apm(opts: argparse.Namespace) -> dict:
     return result
 
 
-def _epoch_times(fit_call) -> list[float]:
+def _epoch_times(device: str, fit_call) -> list[float]:
+    """Seconds of each epoch of `fit_call(on_epoch_end)`."""
     stamps = [time.perf_counter()]
-    fit_call(lambda epoch: stamps.append(_sync(OPTS.device)))
+    fit_call(lambda epoch: stamps.append(_sync(device)))
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
@@ -143,7 +143,7 @@ def part_teacher(opts: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = create_model("convnet3", data.num_classes, data.channels, data.resolution).to(opts.device)
     config = FitConfig(epochs=3, lr=0.01, loss="ce", **_compile(opts))
-    epochs = _epoch_times(lambda hook: fit(model, data.train_images, data.train_labels, config,
+    epochs = _epoch_times(opts.device, lambda hook: fit(model, data.train_images, data.train_labels, config,
                                            torch.Generator().manual_seed(0), transform=trainer.preprocessing,
                                            autocast=_autocast(opts), on_epoch_end=hook))
     return {"teacher_epoch_s": statistics.median(epochs)}
@@ -161,7 +161,7 @@ def part_eval(opts: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = create_model("convnet3", data.num_classes, data.channels, data.resolution).to(opts.device)
     config = FitConfig(epochs=30, lr=0.02, loss="l1", **_compile(opts))
-    epochs = _epoch_times(lambda hook: fit(model, images, targets, config, torch.Generator().manual_seed(0),
+    epochs = _epoch_times(opts.device, lambda hook: fit(model, images, targets, config, torch.Generator().manual_seed(0),
                                            autocast=_autocast(opts), on_epoch_end=hook))
     return {"eval_epoch_s": statistics.median(epochs)}
 
@@ -232,7 +232,6 @@ def run_part(opts: argparse.Namespace) -> None:
     import torch
     if not Path(hf_distill.__file__).resolve().is_relative_to(Path(opts.code).resolve()):
         raise SystemExit(f"error: imported hf_distill from {hf_distill.__file__}, not from {opts.code}")
-    torch.set_num_threads(torch.get_num_threads())
     result = globals()[f"part_{opts.part}"](opts)
     Path(opts.json).write_text(json.dumps(result))
 
@@ -243,18 +242,21 @@ def prepare_teachers(opts: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
     from hf_distill import DistillationTrainer
     if not (Path(opts.teachers) / "teacher-001" / "config.json").exists():
-        DistillationTrainer(_arguments(opts, output_dir=tempfile.mkdtemp(prefix="speed-"), do_eval=False)).prepare_teachers()
+        DistillationTrainer(_arguments(opts, output_dir=tempfile.mkdtemp(prefix="speed-"),
+                                       do_eval=False)).prepare_teachers()
 
 
 def measure(code: str, opts: argparse.Namespace, compiled: bool = False, parts: tuple[str, ...] = PARTS) -> dict:
     """The parts of `opts.parts` (among `parts`), each in a fresh process importing hf_distill from `code`;
     `compiled`: with --torch_compile."""
     result = {}
-    runs = [(part, size) for part in opts.parts if part in parts for size in (SEGMENT_SIZES if part == "segments" else (0,))]
+    runs = [(part, size) for part in opts.parts if part in parts
+            for size in (SEGMENT_SIZES if part == "segments" else (0,))]
     for part, size in runs:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            command = [sys.executable, __file__, "--part", part, "--code", code, "--json", out.name, "--segment_size", str(size),
-                       "--teachers", opts.teachers, "--dataset", opts.dataset, "--device", opts.device, "--mixed_precision", opts.mixed_precision,
+            command = [sys.executable, __file__, "--part", part, "--code", code, "--json", out.name,
+                       "--segment_size", str(size), "--teachers", opts.teachers, "--dataset", opts.dataset,
+                       "--device", opts.device, "--mixed_precision", opts.mixed_precision,
                        "--iterations", str(opts.iterations)] + (["--torch_compile"] if compiled else [])
             env = {**os.environ, "PYTHONPATH": code, "TQDM_DISABLE": "1"}
             done = subprocess.run(command, env=env, cwd=code, stderr=subprocess.PIPE, text=True)
@@ -320,8 +322,7 @@ def main() -> None:
     parser.add_argument("--code", help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
     parser.add_argument("--segment_size", type=int, help=argparse.SUPPRESS)
-    global OPTS
-    OPTS = opts = parser.parse_args()
+    opts = parser.parse_args()
     opts.teachers = opts.teachers or str(ROOT / "outputs" / "speed" / Path(opts.dataset).name)
     if opts.part:
         return run_part(opts)
@@ -330,7 +331,8 @@ def main() -> None:
     both = bool(other and opts.torch_compile)  # this checkout without and with --torch_compile, then REV
     report = {**environment(opts), "this": [], "this_compiled": [], "other": [], "compare": opts.compare}
     for round_ in range(opts.rounds if other else 1):
-        print(f"round {round_ + 1}: this checkout{'' if both or not opts.torch_compile else ' (--torch_compile)'}")
+        print(f"round {round_ + 1}: this checkout{'' if both or not opts.torch_compile else ' (--torch_compile)'}",
+              flush=True)
         report["this"].append(measure(str(ROOT), opts, opts.torch_compile and not both))
         if both:
             print(f"round {round_ + 1}: this checkout (--torch_compile)", flush=True)

