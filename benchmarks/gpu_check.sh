@@ -6,7 +6,9 @@
 # 1. the tests that exercise the CUDA paths (with a GPU present the trainer runs on it): RNG state restore,
 #    exact resume, bf16 autocast, compiled training, the image gradient;
 # 2. benchmarks/speed.py on CUDA (s/it, refresh, image step, teacher and evaluation epochs; time and peak CUDA
-#    memory per segment size) in float32, in bf16 and with --torch_compile.
+#    memory per segment size) in float32, in bf16 and with --torch_compile;
+# 3. benchmarks/eval_cost.py --parts together: whether training evaluation runs together (vmap) beats one after
+#    another on the GPU (it does not on 2 CPU cores).
 # Without ../shared/data/cifar10_5k (a bare GPU machine) it first generates a CIFAR-shaped set of the same size.
 set -uo pipefail
 OUT=${GPU_CHECK_OUT:-benchmarks/results/gpu_check}
@@ -30,6 +32,8 @@ for run in "no" "bf16" "compile"; do
     python benchmarks/speed.py --device cuda --dataset "$DATASET" "${flags[@]}" --out "$OUT/speed_$run.json" \
         > "$OUT/speed_$run.log" 2>&1 || speed_status=1
 done
+python benchmarks/eval_cost.py --device cuda --parts together --out "$OUT/eval_cost.json" > "$OUT/eval_cost.log" 2>&1 \
+    || speed_status=1
 
 python - "$OUT" "$tests_status" <<'PY'
 import json, sys
@@ -47,5 +51,9 @@ for run in ("no", "bf16", "compile"):
     print(f"speed {run}: {r['s_per_iteration']:.3f} s/it (refresh {r['refresh_s']:.2f} s, image step "
           f"{r['image_step_s'] * 1000:.0f} ms), peak CUDA {r.get('peak_cuda_mb', 0):.0f} MB; teacher epoch "
           f"{r['teacher_epoch_s']:.2f} s, eval epoch {r['eval_epoch_s'] * 1000:.0f} ms; segments {segments}")
+path = out / "eval_cost.json"
+together = json.loads(path.read_text())["together"] if path.exists() else {}
+print("runs together:", ", ".join(f"{ipc} one after another / together {r['median_ratio']:.2f}x" for ipc, r in together.items())
+      or "failed, see eval_cost.log")
 PY
 exit $(( tests_status != 0 || speed_status != 0 ))

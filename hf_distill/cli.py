@@ -177,6 +177,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
                         "split of --dataset); default: a release's own metadata, else no.")
     parser.add_argument("--method", default=None, help="Method name for the leaderboard (default: from the set).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--torch_compile", action="store_true", help="Compile each model's forward with torch.compile: "
+                        "paid once per architecture and batch shape, faster training after (README: Cost).")
     parser.add_argument("--leaderboard", default=None, help="Add the rows to this JSON file (created if needed).")
     parser.add_argument(DEBUG_FLAG, action="store_true", help=f"Show the traceback of an error (or set {DEBUG_ENV}=1).")
     return parser
@@ -188,7 +190,8 @@ def evaluate(argv: list[str]) -> None:
     if args.num_runs < 1 or (args.epochs is not None and args.epochs < 1):
         raise ValueError("--num_runs and --epochs must be positive.")
     result = evaluate_set(args.set, args.dataset, args.protocol, args.models, args.epochs, args.lr, args.num_runs,
-                          args.teachers, args.zca, args.method, args.seed, test_split=args.test_split)
+                          args.teachers, args.zca, args.method, args.seed, test_split=args.test_split,
+                          torch_compile=args.torch_compile)
     print(result.to_markdown())
     if args.leaderboard:
         print(f"Added {len(result.rows)} rows to {append_leaderboard(args.leaderboard, result.rows)}")
@@ -198,10 +201,13 @@ def leaderboard(argv: list[str]) -> None:
     """`hf-distill leaderboard FILE.json`: the leaderboard as Markdown."""
     parser = CommandParser(prog="hf-distill leaderboard", description=COMMANDS["leaderboard"])
     parser.add_argument("file", metavar="FILE.json")
-    path = Path(parser.parse_args(argv).file)
+    parser.add_argument("--by_architecture", action="store_true",
+                        help="One line per set and protocol, one column per architecture.")
+    args = parser.parse_args(argv)
+    path = Path(args.file)
     if not path.exists():
         raise ValueError(f"No leaderboard at {path}; write one with `hf-distill evaluate ... --leaderboard {path}`.")
-    print(render_leaderboard(path))
+    print(render_leaderboard(path, args.by_architecture))
 
 
 class CommandParser(OneLineErrors, argparse.ArgumentParser):

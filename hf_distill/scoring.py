@@ -32,6 +32,9 @@ from .teachers import check_teacher, load_preprocessing, load_teacher, teacher_d
 from .trainer import hardware_description
 from .training import FitConfig, accuracy, predict
 
+RANDOM_SUBSET_ROW = "random subset, new draw per run"
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How a set is scored: the targets, the loss and the training budget of each fresh model."""
@@ -180,6 +183,7 @@ def evaluate_set(
     test_split: str | None = None,
     device: str | torch.device | None = None,
     random_subset: bool = True,
+    torch_compile: bool = False,
 ) -> SetEvaluation:
     """Score the set at `set_source` on `dataset`'s test split under each protocol and architecture, next to a random
     real subset at the same IPC (a new draw for every run, so its spread includes the subset-to-subset spread) and, for
@@ -190,6 +194,8 @@ def evaluate_set(
         protocols: names in `PROTOCOLS`; default `apm` for sets with soft labels (plus `hard`), else `hard`.
         epochs / lr: override the protocols' defaults.
         random_subset: score the random-subset baseline too (leave it out when another set of the same IPC has it).
+        torch_compile: compile each fresh model's forward (`training.compile_model`); the graph compiled for the first
+            model of an architecture serves the others, so only the first pays for compilation.
     """
     keep_freed_memory()
     data = dataset if isinstance(dataset, ImageClassificationData) else load_image_dataset(dataset, test_split=test_split)
@@ -219,7 +225,7 @@ def evaluate_set(
     for name, model in jobs:
         protocol = PROTOCOLS[name]
         config = FitConfig(epochs=epochs or protocol.epochs, lr=lr or protocol.lr, batch_size=batch_size,
-                           dsa_strategy=dsa_strategy)
+                           dsa_strategy=dsa_strategy, compile=torch_compile)
         row = dict(protocol=name, model=model, test_split=split, hardware=hardware, epochs=config.epochs, lr=config.lr)
         runs = []
         for run in range(num_runs):
@@ -245,7 +251,7 @@ def evaluate_set(
                                        data.train_labels[index], targets, data, scored.preprocessing, config, seed,
                                        device=device))
             bar.update()
-        rows.append(ScoreRow("random subset, new draw per run", "real images", scored.ipc, **summarize(runs),
+        rows.append(ScoreRow(RANDOM_SUBSET_ROW, "real images", scored.ipc, **summarize(runs),
                              **row))
     bar.close()
     return SetEvaluation(rows, notes)
@@ -287,9 +293,32 @@ def render_rows(rows: list[ScoreRow]) -> str:
     return "\n".join(lines)
 
 
-def render_leaderboard(path: str | os.PathLike) -> str:
-    """The leaderboard JSON at `path` as a Markdown table, grouped by protocol and architecture, best first."""
+def render_by_architecture(rows: list[ScoreRow]) -> str:
+    """A Markdown table with one line per set, protocol, IPC and epochs and one column per architecture, in the
+    order they first appear (mean ± std over the runs, '-' where not scored), best first on the first architecture;
+    teacher rows follow as text."""
+    models = list(dict.fromkeys(r.model for r in rows if r.model != "-"))
+    lines: dict[tuple, dict[str, ScoreRow]] = {}
+    for r in rows:
+        if r.model != "-":
+            lines.setdefault((r.protocol, r.ipc, r.set, r.method, r.epochs), {})[r.model] = r
+    order = sorted(lines, key=lambda k: (k[0], k[1], -lines[k].get(models[0], next(iter(lines[k].values()))).mean))
+    text = [f"| set | method | IPC | protocol | epochs | runs | {' | '.join(models)} |", "|---" * (6 + len(models)) + "|"]
+    for key in order:
+        protocol, ipc, name, method, epochs = key
+        cells = [f"{lines[key][m].mean:.1f} ± {lines[key][m].std:.1f}" if m in lines[key] else "-" for m in models]
+        runs = "/".join(sorted({str(len(r.runs)) for r in lines[key].values()}))
+        text.append(f"| {name} | {method} | {ipc} | {protocol} | {epochs} | {runs} | {' | '.join(cells)} |")
+    teachers = [f"{r.set}: {r.mean:.1f} ± {r.std:.1f}" for r in rows if r.model == "-"]
+    return "\n".join(text) + "".join(f"\n\n{t}." for t in teachers)
+
+
+def render_leaderboard(path: str | os.PathLike, by_architecture: bool = False) -> str:
+    """The leaderboard JSON at `path` as a Markdown table, grouped by protocol and architecture, best first (or
+    `render_by_architecture`)."""
     rows = [ScoreRow(**row) for row in json.loads(Path(path).read_text())["rows"]]
+    hardware = f"\n\nHardware: {'; '.join(sorted({r.hardware for r in rows}))}."
+    if by_architecture:
+        return render_by_architecture(rows) + hardware
     rows.sort(key=lambda r: (r.protocol != "-", r.protocol, r.model, r.ipc, -r.mean))
-    hardware = sorted({r.hardware for r in rows})
-    return render_rows(rows) + f"\n\nHardware: {'; '.join(hardware)}."
+    return render_rows(rows) + hardware

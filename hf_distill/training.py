@@ -100,8 +100,16 @@ def fit(
     return snapshots
 
 
+RECOMPILE_LIMIT = 64
+
+
 def compile_model(model: nn.Module) -> nn.Module:
-    """`model`, its forward compiled with torch.compile (in place: the state dict keeps its keys)."""
+    """`model`, its forward compiled with torch.compile (in place: the state dict keeps its keys).
+
+    Every architecture, mode (training, no-grad) and batch shape is one cached graph of the forward code the model
+    families share; the limit is raised from torch's 8 so that scoring several architectures does not silently fall
+    back to eager."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     model._compiled_call_impl = None
     model.compile()
     return model

@@ -112,3 +112,32 @@ def test_evaluate_command_adds_to_a_leaderboard_that_renders(tmp_path, run):
     assert rendered.stdout == render_leaderboard(board) + "\n" and rendered.stdout.count("| run | APM |") == 2
     missing = subprocess.run([*cli, "leaderboard", str(tmp_path / "none.json")], cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.strip().startswith("error: No leaderboard at")
+
+
+def test_torch_compile_compiles_every_fresh_model_and_scores_as_eager(run, digits, monkeypatch):
+    import hf_distill.training as training
+    compiled = []
+    real_compile = training.compile_model
+    monkeypatch.setattr(training, "compile_model", lambda model: compiled.append(model) or real_compile(model))
+    options = dict(protocols=["hard"], random_subset=False, **FAST)
+    eager = evaluate_set(str(run / "distilled"), digits, **options).rows[0]
+    assert compiled == []
+    result = evaluate_set(str(run / "distilled"), digits, torch_compile=True, **options).rows[0]
+    assert len(compiled) == 2 and compiled[0] is not compiled[1]  # one per run
+    assert all(m._compiled_call_impl is not None for m in compiled)
+    for a, b in zip(result.runs, eager.runs):  # compilation changes the last digits of the weights, not the scores
+        assert abs(a - b) <= 1.0
+
+
+def test_leaderboard_by_architecture_puts_each_set_on_one_line(tmp_path):
+    def row(name, model, mean, protocol="hard", ipc=10):
+        return scoring.ScoreRow(name, "M", ipc, protocol, model, mean, 1.0, [mean] * 3, "test", "cpu", 300, 0.01)
+    board = append_leaderboard(tmp_path / "board.json", [
+        row("A", "convnet3", 40.0), row("B", "convnet3", 60.0), row("A", "vgg11_small", 30.0),
+        scoring.ScoreRow("teachers (1)", "teacher", 0, "-", "-", 70.0, 0.0, [70.0], "test", "cpu", 0, 0.0)])
+    table = subprocess.run([sys.executable, "-m", "hf_distill", "leaderboard", str(board), "--by_architecture"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600).stdout.splitlines()
+    assert table[0] == "| set | method | IPC | protocol | epochs | runs | convnet3 | vgg11_small |"
+    assert table[2:4] == ["| B | M | 10 | hard | 300 | 3 | 60.0 ± 1.0 | - |",  # best first on convnet3
+                          "| A | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | 30.0 ± 1.0 |"]
+    assert "teachers (1): 70.0 ± 0.0." in table
