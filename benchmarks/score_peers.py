@@ -1,17 +1,18 @@
 """Score other methods' CIFAR-10 releases (../shared/peers) and, optionally, our own set under one protocol.
 
-    python benchmarks/score_peers.py                                  # all CIFAR-10 peers, `hard`, 4 architectures
-    python benchmarks/score_peers.py --models convnet3 --epochs 300   # the CPU-sized literature check
-    python benchmarks/score_peers.py --ours outputs/bench/cifar10_5k_ipc10/distilled \
-        --teachers outputs/bench/cifar10_5k_teachers                  # add our set (and `apm`, its teacher labels)
-    python benchmarks/score_peers.py --models convnet3 --epochs 300 --ours_only --ours ... --teachers ...
-                                                                      # add only our rows to the existing leaderboard
+    python benchmarks/score_peers.py --epochs 300 --torch_compile \
+        --ours outputs/bench/cifar10_5k_ipc10/distilled --teachers outputs/bench/cifar10_5k_teachers
+        # the committed leaderboard: the CIFAR-10 peers under `hard` and our set (from `benchmarks/run.py
+        # cifar10_5k_ipc10`) under `apm` and `hard`, on the 4 architectures; only rows the file lacks are scored,
+        # architecture by architecture, so a stopped run resumes where it stopped
+    python benchmarks/score_peers.py --models convnet3 --epochs 300   # the literature check alone
     python benchmarks/score_peers.py --compare                        # only rebuild the comparison with the papers
 
 Every set is scored with `hf_distill.evaluate_set` on the bit-exact test split of ../shared/data/cifar10_5k (1,017
-images; the papers used the full 10,000), next to one random-subset row per IPC (a new draw per run). Rows go to
-`benchmarks/results/leaderboard.json` (render: `hf-distill leaderboard benchmarks/results/leaderboard.json`); the
-comparison with each paper's reported ConvNet accuracy is printed and written to `leaderboard_vs_papers.md`.
+images; the papers used the full 10,000), next to one random-subset row per IPC, protocol and architecture (a new
+draw per run). Rows go to `benchmarks/results/leaderboard.json` (render: `hf-distill leaderboard
+benchmarks/results/leaderboard.json`); the comparison with each paper's reported ConvNet accuracy is printed and
+written to `leaderboard_vs_papers.md`.
 """
 
 import argparse
@@ -21,7 +22,8 @@ from pathlib import Path
 from safetensors import safe_open
 
 from hf_distill import evaluate_set, load_image_dataset
-from hf_distill.scoring import append_leaderboard
+from hf_distill.data import ImageClassificationData
+from hf_distill.scoring import PROTOCOLS, RANDOM_SUBSET_ROW, append_leaderboard, read_set
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT.parent / "shared" / "peers"
@@ -33,14 +35,16 @@ WHITENED = {"KIP_CIFAR10_ipc10"}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["convnet3", "resnet18_small", "vgg11_small", "alexnet_small"])
+    parser.add_argument("--models", nargs="+", default=["convnet3", "vgg11_small", "alexnet_small", "resnet18_small"],
+                        help="Architectures, scored in this order (resnet18_small, the costliest, last).")
     parser.add_argument("--epochs", type=int, default=None, help="Default: the protocol's (1000).")
     parser.add_argument("--num_runs", type=int, default=3)
     parser.add_argument("--ours", default=None, help="Our distilled/ folder of CIFAR-10 5k IPC 10.")
     parser.add_argument("--teachers", default=None, help="The teacher pool of --ours (adds the `apm` protocol).")
     parser.add_argument("--output", default=str(RESULTS / "leaderboard.json"))
-    parser.add_argument("--ours_only", action="store_true",
-                        help="Score only --ours and add its rows to --output (the peers' rows stay).")
+    parser.add_argument("--ours_only", action="store_true", help="Score only --ours (the peers' rows stay).")
+    parser.add_argument("--fresh", action="store_true", help="Start --output anew (default: add only missing rows).")
+    parser.add_argument("--torch_compile", action="store_true", help="Compile the models (evaluate_set's torch_compile).")
     parser.add_argument("--compare", action="store_true", help="Only rebuild the comparison from --output.")
     args = parser.parse_args()
     output = Path(args.output)
@@ -52,25 +56,44 @@ def main() -> None:
 
 
 def score(args: argparse.Namespace, output: Path) -> None:
-    """Score every CIFAR-10 peer (and --ours) into a new leaderboard at `output`, row by row."""
+    """Add to `output` every (set, protocol, architecture) row it lacks, architecture by architecture: the CIFAR-10
+    peers, their random-subset rows (one per IPC and protocol) and --ours; a stopped run resumes where it stopped."""
     data = load_image_dataset(str(SOURCE))
-    if not args.ours_only:
+    if args.fresh:
         output.unlink(missing_ok=True)
-    baselines: set[int] = set()
-    for path in [] if args.ours_only else sorted(PEERS.glob("*_CIFAR10_*.safetensors")):
-        with safe_open(path, framework="pt") as f:
-            ipc = f.get_slice("labels").get_shape()[0] // 10
-        result = evaluate_set(str(path), data, ["hard"], args.models, args.epochs, None, args.num_runs,
-                              zca=True if path.stem in WHITENED else None, random_subset=ipc not in baselines)
-        baselines.add(ipc)
-        append_leaderboard(output, result.rows)
-        print(result.to_markdown(), flush=True)
-    if args.ours:
-        protocols = ["apm", "hard"] if args.teachers else ["hard"]
-        result = evaluate_set(args.ours, data, protocols, args.models, args.epochs, None, args.num_runs, args.teachers,
-                              method="APM (hf-distill)", random_subset=bool(args.teachers))
-        append_leaderboard(output, result.rows)
-        print(result.to_markdown())
+    done = {_key(r["set"], r["ipc"], r["protocol"], r["model"], r["epochs"]) for r in
+            (json.loads(output.read_text())["rows"] if output.exists() else [])}
+    peers = [] if args.ours_only else sorted(PEERS.glob("*_CIFAR10_*.safetensors"))
+    ours = read_set(args.ours, data) if args.ours else None
+    for model in args.models:
+        for path in peers:
+            with safe_open(path, framework="pt") as f:
+                ipc = f.get_slice("labels").get_shape()[0] // 10
+            _score_missing(str(path), path.stem, ipc, "hard", model, args, data, output, done,
+                           zca=True if path.stem in WHITENED else None)
+        for protocol in (["apm", "hard"] if args.teachers else ["hard"]) if ours else []:
+            _score_missing(args.ours, ours.name, ours.ipc, protocol, model, args, data, output, done,
+                           teachers=args.teachers if protocol == "apm" else None, method="APM (hf-distill)")
+
+
+def _key(name: str, ipc: int, protocol: str, model: str, epochs: int) -> tuple:
+    return name, ipc, protocol, model, epochs
+
+
+def _score_missing(path: str, name: str, ipc: int, protocol: str, model: str, args: argparse.Namespace,
+                   data: ImageClassificationData, output: Path, done: set, **kwargs) -> None:
+    """Score the set at `path` under `protocol` on `model` unless `output` has that row, and the random-subset row
+    of its IPC if that is missing (under a soft protocol only with a teacher to label it)."""
+    epochs = args.epochs or PROTOCOLS[protocol].epochs
+    if _key(name, ipc, protocol, model, epochs) in done:
+        return
+    random_subset = _key(RANDOM_SUBSET_ROW, ipc, protocol, model, epochs) not in done and (
+        not PROTOCOLS[protocol].soft or kwargs.get("teachers") is not None)
+    result = evaluate_set(path, data, [protocol], [model], args.epochs, None, args.num_runs,
+                          random_subset=random_subset, torch_compile=args.torch_compile, **kwargs)
+    append_leaderboard(output, result.rows)
+    done.update(_key(r.set, r.ipc, r.protocol, r.model, r.epochs) for r in result.rows)
+    print(result.to_markdown(), flush=True)
 
 
 def compare_with_papers(output: Path) -> str:
