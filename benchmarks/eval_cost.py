@@ -43,19 +43,20 @@ def score_seconds(device: str, torch_compile: bool, epochs: int) -> dict:
     return {"seconds": time.perf_counter() - start, "runs": result.rows[0].runs}
 
 
-def _models(arch: str, device: str, n_runs: int) -> list[torch.nn.Module]:
+def _models(device: str) -> list[torch.nn.Module]:
+    """The RUNS fresh convnet3 models, each initialised from its run's seed."""
     from hf_distill.models import create_model
     models = []
-    for run in range(n_runs):
+    for run in range(RUNS):
         torch.manual_seed(run)
-        models.append(create_model(arch, 10, 3, 32).to(device))
+        models.append(create_model("convnet3", 10, 3, 32).to(device))
     return models
 
 
 def one_after_another(images: torch.Tensor, labels: torch.Tensor, config, device: str) -> list[torch.Tensor]:
     """The runs trained by `training.fit`, one after another: their final weights, flattened."""
     from hf_distill.training import fit
-    models = _models("convnet3", device, RUNS)
+    models = _models(device)
     for run, model in enumerate(models):
         fit(model, images, labels, config, torch.Generator().manual_seed(run))
     return [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in models]
@@ -67,7 +68,7 @@ def together(images: torch.Tensor, labels: torch.Tensor, config, device: str) ->
 
     from hf_distill.augment import dsa
     from hf_distill.training import target_loss
-    models = _models("convnet3", device, RUNS)
+    models = _models(device)
     params, buffers = stack_module_state(models)
     skeleton = copy.deepcopy(models[0]).to("meta")
     forward = vmap(lambda p, b, x: functional_call(skeleton, (p, b), (x,)))

@@ -194,8 +194,8 @@ def evaluate_set(
         protocols: names in `PROTOCOLS`; default `apm` for sets with soft labels (plus `hard`), else `hard`.
         epochs / lr: override the protocols' defaults.
         random_subset: score the random-subset baseline too (leave it out when another set of the same IPC has it).
-        torch_compile: compile each fresh model's forward (`training.compile_model`); the graph compiled for the first
-            model of an architecture serves the others, so only the first pays for compilation.
+        torch_compile: compile each fresh model's forward (`training.compile_model`); a graph is compiled once per
+            architecture, mode (training, no-grad) and batch shape, and serves every later model that matches.
     """
     keep_freed_memory()
     data = dataset if isinstance(dataset, ImageClassificationData) else load_image_dataset(dataset, test_split=test_split)
