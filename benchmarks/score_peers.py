@@ -56,8 +56,8 @@ def main() -> None:
 
 
 def score(args: argparse.Namespace, output: Path) -> None:
-    """Add to `output` every (set, protocol, architecture) row it lacks, architecture by architecture: the CIFAR-10
-    peers, their random-subset rows (one per IPC and protocol) and --ours; a stopped run resumes where it stopped."""
+    """Add to `output` every (set, protocol, architecture) row it lacks, architecture by architecture: --ours first,
+    then the CIFAR-10 peers, with the random-subset rows (one per IPC and protocol); a stopped run resumes there."""
     data = load_image_dataset(str(SOURCE))
     if args.fresh:
         output.unlink(missing_ok=True)
@@ -66,14 +66,14 @@ def score(args: argparse.Namespace, output: Path) -> None:
     peers = [] if args.ours_only else sorted(PEERS.glob("*_CIFAR10_*.safetensors"))
     ours = read_set(args.ours, data) if args.ours else None
     for model in args.models:
+        for protocol in (["apm", "hard"] if args.teachers else ["hard"]) if ours else []:
+            _score_missing(args.ours, ours.name, ours.ipc, protocol, model, args, data, output, done,
+                           teachers=args.teachers if protocol == "apm" else None, method="APM (hf-distill)")
         for path in peers:
             with safe_open(path, framework="pt") as f:
                 ipc = f.get_slice("labels").get_shape()[0] // 10
             _score_missing(str(path), path.stem, ipc, "hard", model, args, data, output, done,
                            zca=True if path.stem in WHITENED else None)
-        for protocol in (["apm", "hard"] if args.teachers else ["hard"]) if ours else []:
-            _score_missing(args.ours, ours.name, ours.ipc, protocol, model, args, data, output, done,
-                           teachers=args.teachers if protocol == "apm" else None, method="APM (hf-distill)")
 
 
 def _key(name: str, ipc: int, protocol: str, model: str, epochs: int) -> tuple:

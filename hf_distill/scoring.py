@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,7 @@ class ScoreRow:
     hardware: str
     epochs: int
     lr: float
+    seconds: float | None = None  # wall time of training and testing the runs (None: written before it was recorded)
 
 
 @dataclass
@@ -227,13 +229,14 @@ def evaluate_set(
         config = FitConfig(epochs=epochs or protocol.epochs, lr=lr or protocol.lr, batch_size=batch_size,
                            dsa_strategy=dsa_strategy, compile=torch_compile)
         row = dict(protocol=name, model=model, test_split=split, hardware=hardware, epochs=config.epochs, lr=config.lr)
-        runs = []
+        runs, start = [], time.perf_counter()
         for run in range(num_runs):
             runs.append(train_and_test(EvalJob("set", protocol.label_mode, model, run), scored.images, scored.labels,
                                        scored.labels if scored.soft_labels is None else scored.soft_labels, data,
                                        scored.preprocessing, config, seed, device=device))
             bar.update()
-        rows.append(ScoreRow(scored.name, scored.method, scored.ipc, **summarize(runs), **row))
+        rows.append(ScoreRow(scored.name, scored.method, scored.ipc, **summarize(runs), **row,
+                             seconds=time.perf_counter() - start))
         if not random_subset:
             bar.update(num_runs)
             continue
@@ -241,7 +244,7 @@ def evaluate_set(
             notes.append(f"No random-subset row under `{name}`: its soft labels need a teacher; pass --teachers.")
             bar.update(num_runs)
             continue
-        runs = []
+        runs, start = [], time.perf_counter()
         for run in range(num_runs):
             index = random_draw(data.train_labels, scored.ipc, data.num_classes, seed, run)
             images = scored.preprocessing(data.train_images[index])
@@ -251,8 +254,8 @@ def evaluate_set(
                                        data.train_labels[index], targets, data, scored.preprocessing, config, seed,
                                        device=device))
             bar.update()
-        rows.append(ScoreRow(RANDOM_SUBSET_ROW, "real images", scored.ipc, **summarize(runs),
-                             **row))
+        rows.append(ScoreRow(RANDOM_SUBSET_ROW, "real images", scored.ipc, **summarize(runs), **row,
+                             seconds=time.perf_counter() - start))
     bar.close()
     return SetEvaluation(rows, notes)
 
@@ -274,23 +277,34 @@ def _load_pool(teachers: str, data: ImageClassificationData,
 
 
 def append_leaderboard(path: str | os.PathLike, rows: list[ScoreRow]) -> Path:
-    """Add `rows` to the leaderboard JSON at `path` (created if needed), atomically; a row equal in every field to one
-    already there (a baseline scored again with the same seeds) is not added twice."""
+    """Add `rows` to the leaderboard JSON at `path` (created if needed), atomically; a row equal to one already there
+    in every field but its time (a baseline scored again with the same seeds) is not added twice."""
     path = Path(path)
     existing = json.loads(path.read_text())["rows"] if path.exists() else []
-    new = [asdict(row) for row in rows]
-    write_json(path, {"rows": existing + [row for i, row in enumerate(new) if row not in existing + new[:i]]})
+    kept = existing
+    for row in map(asdict, rows):
+        if _untimed(row) not in map(_untimed, kept):
+            kept = kept + [row]
+    write_json(path, {"rows": kept})
     return path
+
+
+def _untimed(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "seconds"}
 
 
 def render_rows(rows: list[ScoreRow]) -> str:
     """A Markdown table of score rows."""
-    lines = ["| set | method | IPC | protocol | model | top-1 % | runs | test split | epochs | lr |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | method | IPC | protocol | model | top-1 % | runs | test split | epochs | lr | time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.set} | {r.method} | {r.ipc or '-'} | {r.protocol} | {r.model} | {r.mean:.1f} ± {r.std:.1f} "
-                     f"| {len(r.runs)} | {r.test_split} | {r.epochs or '-'} | {r.lr or '-'} |")
+                     f"| {len(r.runs)} | {r.test_split} | {r.epochs or '-'} | {r.lr or '-'} | {_minutes(r.seconds)} |")
     return "\n".join(lines)
+
+
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f} min"
 
 
 def render_by_architecture(rows: list[ScoreRow]) -> str:

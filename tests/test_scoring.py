@@ -104,8 +104,9 @@ def test_evaluate_command_adds_to_a_leaderboard_that_renders(tmp_path, run):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| run | APM | 2 | hard | convnet3 |" in proc.stdout and "random subset, new draw per run" in proc.stdout
     rows = json.loads(board.read_text())["rows"]
-    append_leaderboard(board, [scoring.ScoreRow(**rows[0])])  # the same row again is not added twice
-    assert len(json.loads(board.read_text())["rows"]) == 2
+    assert all(row["seconds"] > 0 for row in rows) and " min |" in proc.stdout  # what each row cost is recorded
+    append_leaderboard(board, [scoring.ScoreRow(**{**rows[0], "seconds": 1.0})])  # the same row scored again, in
+    assert len(json.loads(board.read_text())["rows"]) == 2  # another time, is not added twice
     append_leaderboard(board, [scoring.ScoreRow(**{**rows[0], "epochs": 3})])
     assert len(json.loads(board.read_text())["rows"]) == 3
     rendered = subprocess.run([*cli, "leaderboard", str(board)], cwd=ROOT, capture_output=True, text=True, timeout=600)
