@@ -281,11 +281,10 @@ def append_leaderboard(path: str | os.PathLike, rows: list[ScoreRow]) -> Path:
     in every field but its time (a baseline scored again with the same seeds) is not added twice."""
     path = Path(path)
     existing = json.loads(path.read_text())["rows"] if path.exists() else []
-    kept = existing
     for row in map(asdict, rows):
-        if _untimed(row) not in map(_untimed, kept):
-            kept = kept + [row]
-    write_json(path, {"rows": kept})
+        if _untimed(row) not in [_untimed(r) for r in existing]:
+            existing.append(row)
+    write_json(path, {"rows": existing})
     return path
 
 
