@@ -6,6 +6,7 @@
         # cifar10_5k_ipc10`) under `apm` and `hard`, on the 4 architectures; only rows the file lacks are scored,
         # architecture by architecture, so a stopped run resumes where it stopped
     python benchmarks/score_peers.py --models convnet3 --epochs 300   # the literature check alone
+    python benchmarks/score_peers.py --models resnet18_small --ipc 1 --epochs 300 --torch_compile   # cheap rows first
     python benchmarks/score_peers.py --compare                        # only rebuild the comparison with the papers
 
 Every set is scored with `hf_distill.evaluate_set` on the bit-exact test split of ../shared/data/cifar10_5k (1,017
@@ -39,6 +40,8 @@ def main() -> None:
                         help="Architectures, scored in this order (resnet18_small, the costliest, last).")
     parser.add_argument("--epochs", type=int, default=None, help="Default: the protocol's (1000).")
     parser.add_argument("--num_runs", type=int, default=3)
+    parser.add_argument("--ipc", type=int, nargs="+", default=None,
+                        help="Score only sets of these IPCs (e.g. 1: the cheap rows first on a costly architecture).")
     parser.add_argument("--ours", default=None, help="Our distilled/ folder of CIFAR-10 5k IPC 10.")
     parser.add_argument("--teachers", default=None, help="The teacher pool of --ours (adds the `apm` protocol).")
     parser.add_argument("--output", default=str(RESULTS / "leaderboard.json"))
@@ -65,6 +68,8 @@ def score(args: argparse.Namespace, output: Path) -> None:
             (json.loads(output.read_text())["rows"] if output.exists() else [])}
     peers = [] if args.ours_only else sorted(PEERS.glob("*_CIFAR10_*.safetensors"))
     ours = read_set(args.ours, data) if args.ours else None
+    if ours and args.ipc and ours.ipc not in args.ipc:
+        ours = None
     for model in args.models:
         for protocol in (["apm", "hard"] if args.teachers else ["hard"]) if ours else []:
             _score_missing(args.ours, ours.name, ours.ipc, protocol, model, args, data, output, done,
@@ -72,6 +77,8 @@ def score(args: argparse.Namespace, output: Path) -> None:
         for path in peers:
             with safe_open(path, framework="pt") as f:
                 ipc = f.get_slice("labels").get_shape()[0] // 10
+            if args.ipc and ipc not in args.ipc:
+                continue
             _score_missing(str(path), path.stem, ipc, "hard", model, args, data, output, done,
                            zca=True if path.stem in WHITENED else None)
 
