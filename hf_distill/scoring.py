@@ -7,11 +7,13 @@ of another method (`images` in that method's normalised or ZCA space, `labels`, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from safetensors import safe_open
@@ -72,6 +74,7 @@ class SetToScore:
     soft_labels: torch.Tensor | None
     preprocessing: Preprocessing
     kind: str
+    fingerprint: str  # `fingerprint` of the set as stored (before any preprocessing fit here)
 
     @property
     def ipc(self) -> int:
@@ -95,6 +98,8 @@ class ScoreRow:
     epochs: int
     lr: float
     seconds: float | None = None  # wall time of training and testing the runs (None: written before it was recorded)
+    fingerprint: str | None = None  # of the set scored, or of the teacher pool that labels or is the row; None: a
+    # hard-label random subset (only the source data), or a row written before fingerprints were recorded
 
 
 @dataclass
@@ -106,6 +111,17 @@ class SetEvaluation:
 
     def to_markdown(self) -> str:
         return render_rows(self.rows) + "".join(f"\n- {note}" for note in self.notes)
+
+
+def fingerprint(tensors: Iterable[torch.Tensor | None]) -> str:
+    """12 hex digits of the SHA-256 of the tensors' dtypes, shapes and bytes (None entries skipped): rows with one
+    fingerprint scored the same data, whatever their set names."""
+    digest = hashlib.sha256()
+    for tensor in filter(lambda t: t is not None, tensors):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.flatten().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def read_set(source: str, data: ImageClassificationData, zca: bool | None = None, method: str | None = None,
@@ -121,7 +137,7 @@ def read_set(source: str, data: ImageClassificationData, zca: bool | None = None
         name = source if not path.exists() else path.parent.name if path.name in ("distilled", DISTILLED_FILE) else path.name
         return SetToScore(name, method or distilled.metadata.get("method", "APM"),
                           distilled.images, distilled.labels, distilled.soft_labels, distilled.preprocessing,
-                          "hf_distill set")
+                          "hf_distill set", fingerprint([distilled.images, distilled.labels, distilled.soft_labels]))
     return _read_image_dataset(source, data, bool(zca), method, split)
 
 
@@ -153,7 +169,8 @@ def _read_release(path: Path, data: ImageClassificationData, zca: bool | None, m
         raise ValueError(f"{path} says neither its mean/std nor that it is ZCA-whitened; pass --zca if it is.")
     name = path.stem
     return SetToScore(name, method or meta.get("method", name.split("_")[0]).split(" ")[0], tensors["images"].float(),
-                      labels.long(), soft, preprocessing, "release (safetensors)")
+                      labels.long(), soft, preprocessing, "release (safetensors)",
+                      fingerprint(tensors[k] for k in sorted(tensors)))
 
 
 def _read_image_dataset(source: str, data: ImageClassificationData, zca: bool, method: str | None,
@@ -165,7 +182,7 @@ def _read_image_dataset(source: str, data: ImageClassificationData, zca: bool, m
     soft = torch.as_tensor(column_array(ds, "soft_label")).float() if "soft_label" in ds.features else None
     preprocessing = Preprocessing.fit(data.train_images, zca=zca)
     return SetToScore(Path(source).name or source, method or "unknown", preprocessing(images), labels, soft,
-                      preprocessing, "datasets image set")
+                      preprocessing, "datasets image set", fingerprint([images, labels, soft]))
 
 
 def evaluate_set(
@@ -215,13 +232,14 @@ def evaluate_set(
         notes.append(f"{scored.name} has no soft labels: scored with `hard` only.")
         protocols = ["hard"]
     pool, pool_preprocessing = _load_pool(teachers, data, device) if teachers else ([], None)
+    pool_print = fingerprint(t for teacher in pool for t in teacher.state_dict().values()) if pool else None
     models = models or ["convnet4" if data.resolution >= 64 else "convnet3"]
     hardware, split = hardware_description(), str(data.source.get("test_split"))
     rows = []
     if pool:
         scores = [accuracy(t, data.test_images, data.test_labels, pool_preprocessing) for t in pool]
         rows.append(ScoreRow(f"teachers ({len(pool)})", "teacher", 0, "-", "-", **summarize(scores), test_split=split,
-                             hardware=hardware, epochs=0, lr=0.0))
+                             hardware=hardware, epochs=0, lr=0.0, fingerprint=pool_print))
     jobs = [(p, m) for p in protocols for m in models]
     bar = tqdm(total=len(jobs) * num_runs * 2, desc="evaluate")
     for name, model in jobs:
@@ -236,7 +254,7 @@ def evaluate_set(
                                        scored.preprocessing, config, seed, device=device))
             bar.update()
         rows.append(ScoreRow(scored.name, scored.method, scored.ipc, **summarize(runs), **row,
-                             seconds=time.perf_counter() - start))
+                             seconds=time.perf_counter() - start, fingerprint=scored.fingerprint))
         if not random_subset:
             bar.update(num_runs)
             continue
@@ -255,7 +273,7 @@ def evaluate_set(
                                        device=device))
             bar.update()
         rows.append(ScoreRow(RANDOM_SUBSET_ROW, "real images", scored.ipc, **summarize(runs), **row,
-                             seconds=time.perf_counter() - start))
+                             seconds=time.perf_counter() - start, fingerprint=pool_print if protocol.soft else None))
     bar.close()
     return SetEvaluation(rows, notes)
 
@@ -294,11 +312,12 @@ def _untimed(row: dict) -> dict:
 
 def render_rows(rows: list[ScoreRow]) -> str:
     """A Markdown table of score rows."""
-    lines = ["| set | method | IPC | protocol | model | top-1 % | runs | test split | epochs | lr | time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | method | IPC | protocol | model | top-1 % | runs | test split | epochs | lr | time | fingerprint |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.set} | {r.method} | {r.ipc or '-'} | {r.protocol} | {r.model} | {r.mean:.1f} ± {r.std:.1f} "
-                     f"| {len(r.runs)} | {r.test_split} | {r.epochs or '-'} | {r.lr or '-'} | {_minutes(r.seconds)} |")
+                     f"| {len(r.runs)} | {r.test_split} | {r.epochs or '-'} | {r.lr or '-'} | {_minutes(r.seconds)} "
+                     f"| {r.fingerprint or '-'} |")
     return "\n".join(lines)
 
 
@@ -307,23 +326,32 @@ def _minutes(seconds: float | None) -> str:
 
 
 def render_by_architecture(rows: list[ScoreRow]) -> str:
-    """A Markdown table with one line per set, protocol, IPC and epochs and one column per architecture, in the
-    order they first appear (mean ± std over the runs, '-' where not scored), best first on the first architecture;
-    teacher rows follow as text."""
+    """A Markdown table with one line per set (by fingerprint), protocol, IPC and epochs and one column per
+    architecture, in the order they first appear (mean ± std over the runs, '-' where not scored), best first on the
+    first architecture; teacher rows follow as text. A name scored under one protocol with several fingerprints
+    shows them."""
     models = list(dict.fromkeys(r.model for r in rows if r.model != "-"))
     lines: dict[tuple, dict[str, ScoreRow]] = {}
     for r in rows:
         if r.model != "-":
-            lines.setdefault((r.protocol, r.ipc, r.set, r.method, r.epochs), {})[r.model] = r
+            lines.setdefault((r.protocol, r.ipc, r.set, r.method, r.epochs, r.fingerprint), {})[r.model] = r
     order = sorted(lines, key=lambda k: (k[0], k[1], -lines[k].get(models[0], next(iter(lines[k].values()))).mean))
     text = [f"| set | method | IPC | protocol | epochs | runs | {' | '.join(models)} |", "|---" * (6 + len(models)) + "|"]
     for key in order:
-        protocol, ipc, name, method, epochs = key
+        protocol, ipc, _, method, epochs, _ = key
         cells = [f"{lines[key][m].mean:.1f} ± {lines[key][m].std:.1f}" if m in lines[key] else "-" for m in models]
         runs = "/".join(sorted({str(len(r.runs)) for r in lines[key].values()}))
+        name = _shown_name(next(iter(lines[key].values())), rows)
         text.append(f"| {name} | {method} | {ipc} | {protocol} | {epochs} | {runs} | {' | '.join(cells)} |")
-    teachers = [f"{r.set}: {r.mean:.1f} ± {r.std:.1f}" for r in rows if r.model == "-"]
+    teachers = [f"{_shown_name(r, rows)}: {r.mean:.1f} ± {r.std:.1f}" for r in rows if r.model == "-"]
     return "\n".join(text) + "".join(f"\n\n{t}." for t in teachers)
+
+
+def _shown_name(row: ScoreRow, rows: list[ScoreRow]) -> str:
+    """The row's set name, with its fingerprint when `rows` hold that name under its protocol with another one."""
+    if len({r.fingerprint for r in rows if (r.set, r.protocol) == (row.set, row.protocol)}) == 1:
+        return row.set
+    return f"{row.set} [{row.fingerprint or 'no fingerprint'}]"
 
 
 def render_leaderboard(path: str | os.PathLike, by_architecture: bool = False) -> str:

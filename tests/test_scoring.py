@@ -58,7 +58,18 @@ def test_our_set_is_scored_under_apm_and_hard_next_to_fresh_random_subsets_and_t
     assert not torch.equal(by_set["random_subset", "hard", 0][0], by_set["random_subset", "hard", 1][0])  # new draws
     assert by_set["set", "logits_l1", 0][1].shape == (20, 10) and by_set["set", "hard", 0][1].shape == (20,)
     assert by_set["random_subset", "logits_l1", 0][1].shape == (20, 10)  # labelled by the teacher
+    teacher, set_apm, random_apm, set_hard, random_hard = (r.fingerprint for r in result.rows)
+    assert set_apm == set_hard == read_set(str(run / "distilled"), digits).fingerprint
+    assert teacher == random_apm != set_apm and random_hard is None  # rows labelled by the pool carry its fingerprint
     assert {r.epochs for r in result.rows[1:]} == {2} and {r.test_split for r in result.rows} == {"test"}
+
+
+def test_a_fingerprint_changes_with_any_value_dtype_or_shape():
+    images = torch.rand(4, 3, 2, 2)
+    same, changed = images.clone(), images.clone()
+    changed[3, 2, 1, 1] += 1e-6
+    prints = {scoring.fingerprint([x]) for x in (images, changed, images.double(), images.reshape(4, 12))}
+    assert scoring.fingerprint([same]) == scoring.fingerprint([images]) and len(prints) == 4
 
 
 def test_a_set_without_soft_labels_is_scored_with_hard_only(tmp_path, digits, recorded):
@@ -142,3 +153,8 @@ def test_leaderboard_by_architecture_puts_each_set_on_one_line(tmp_path):
     assert table[2:4] == ["| B | M | 10 | hard | 300 | 3 | 60.0 ± 1.0 | - |",  # best first on convnet3
                           "| A | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | 30.0 ± 1.0 |"]
     assert "teachers (1): 70.0 ± 0.0." in table
+    remade = {"fingerprint": "remade"}  # another set under a known name keeps a line of its own, named by fingerprint
+    append_leaderboard(board, [scoring.ScoreRow(**{**json.loads(board.read_text())["rows"][0], **remade})])
+    table = render_leaderboard(board, by_architecture=True).splitlines()
+    assert "| A [no fingerprint] | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | 30.0 ± 1.0 |" in table
+    assert "| A [remade] | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | - |" in table and "| B | M | 10 |" in table[2]
