@@ -20,11 +20,13 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 
 from hf_distill import evaluate_set, load_image_dataset
 from hf_distill.data import ImageClassificationData
-from hf_distill.scoring import PROTOCOLS, RANDOM_SUBSET_ROW, append_leaderboard, read_set
+from hf_distill.scoring import (PROTOCOLS, RANDOM_SUBSET_ROW, SetToScore, append_leaderboard, load_pool, pool_fingerprint,
+                                read_set)
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT.parent / "shared" / "peers"
@@ -60,46 +62,48 @@ def main() -> None:
 
 def score(args: argparse.Namespace, output: Path) -> None:
     """Add to `output` every (set, protocol, architecture) row it lacks, architecture by architecture: --ours first,
-    then the CIFAR-10 peers, with the random-subset rows (one per IPC and protocol); a stopped run resumes there."""
+    then the CIFAR-10 peers, with the random-subset rows (one per IPC and protocol); a stopped run resumes there.
+    Rows are matched by fingerprint too, so a re-made set under a known name is scored, not skipped."""
     data = load_image_dataset(str(SOURCE))
     if args.fresh:
         output.unlink(missing_ok=True)
-    done = {_key(r["set"], r["ipc"], r["protocol"], r["model"], r["epochs"]) for r in
+    done = {_key(r["set"], r["ipc"], r["protocol"], r["model"], r["epochs"], r.get("fingerprint")) for r in
             (json.loads(output.read_text())["rows"] if output.exists() else [])}
-    peers = [] if args.ours_only else sorted(PEERS.glob("*_CIFAR10_*.safetensors"))
-    ours = read_set(args.ours, data) if args.ours else None
-    if ours and args.ipc and ours.ipc not in args.ipc:
-        ours = None
+    sets = [] if args.ours_only else [(str(p), read_set(str(p), data, True if p.stem in WHITENED else None), "hard")
+                                      for p in sorted(PEERS.glob("*_CIFAR10_*.safetensors"))]
+    if args.ours:
+        ours = read_set(args.ours, data, method="APM (hf-distill)")
+        sets[:0] = [(args.ours, ours, p) for p in (["apm", "hard"] if args.teachers else ["hard"])]
+    pool_print = pool_fingerprint(load_pool(args.teachers, data, torch.device("cpu"))[0]) if args.teachers else None
     for model in args.models:
-        for protocol in (["apm", "hard"] if args.teachers else ["hard"]) if ours else []:
-            _score_missing(args.ours, ours.name, ours.ipc, protocol, model, args, data, output, done,
-                           teachers=args.teachers if protocol == "apm" else None, method="APM (hf-distill)")
-        for path in peers:
-            with safe_open(path, framework="pt") as f:
-                ipc = f.get_slice("labels").get_shape()[0] // 10
-            if args.ipc and ipc not in args.ipc:
+        for path, scored, protocol in sets:
+            if args.ipc and scored.ipc not in args.ipc:
                 continue
-            _score_missing(str(path), path.stem, ipc, "hard", model, args, data, output, done,
-                           zca=True if path.stem in WHITENED else None)
+            soft = PROTOCOLS[protocol].soft
+            _score_missing(path, scored, protocol, model, args, data, output, done, pool_print if soft else None,
+                           teachers=args.teachers if soft else None, zca=scored.name in WHITENED or None,
+                           method=scored.method)
 
 
-def _key(name: str, ipc: int, protocol: str, model: str, epochs: int) -> tuple:
-    return name, ipc, protocol, model, epochs
+def _key(name: str, ipc: int, protocol: str, model: str, epochs: int, fingerprint: str | None) -> tuple:
+    return name, ipc, protocol, model, epochs, fingerprint
 
 
-def _score_missing(path: str, name: str, ipc: int, protocol: str, model: str, args: argparse.Namespace,
-                   data: ImageClassificationData, output: Path, done: set, **kwargs) -> None:
-    """Score the set at `path` under `protocol` on `model` unless `output` has that row, and the random-subset row
-    of its IPC if that is missing (under a soft protocol only with a teacher to label it)."""
+def _score_missing(path: str, scored: SetToScore, protocol: str, model: str, args: argparse.Namespace,
+                   data: ImageClassificationData, output: Path, done: set, random_print: str | None,
+                   **kwargs) -> None:
+    """Score the set at `path` under `protocol` on `model` unless `output` has that row (same fingerprint), and the
+    random-subset row of its IPC if that is missing (fingerprint `random_print`: the labelling pool's, None for hard
+    labels; under a soft protocol only with a teacher to label it)."""
     epochs = args.epochs or PROTOCOLS[protocol].epochs
-    if _key(name, ipc, protocol, model, epochs) in done:
+    if _key(scored.name, scored.ipc, protocol, model, epochs, scored.fingerprint) in done:
         return
-    random_subset = _key(RANDOM_SUBSET_ROW, ipc, protocol, model, epochs) not in done and (
+    random_subset = _key(RANDOM_SUBSET_ROW, scored.ipc, protocol, model, epochs, random_print) not in done and (
         not PROTOCOLS[protocol].soft or kwargs.get("teachers") is not None)
     result = evaluate_set(path, data, [protocol], [model], args.epochs, None, args.num_runs,
                           random_subset=random_subset, torch_compile=args.torch_compile, **kwargs)
     append_leaderboard(output, result.rows)
-    done.update(_key(r.set, r.ipc, r.protocol, r.model, r.epochs) for r in result.rows)
+    done.update(_key(r.set, r.ipc, r.protocol, r.model, r.epochs, r.fingerprint) for r in result.rows)
     print(result.to_markdown(), flush=True)
 
 

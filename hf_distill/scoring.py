@@ -231,8 +231,8 @@ def evaluate_set(
     if scored.soft_labels is None and any(PROTOCOLS[p].soft for p in protocols):
         notes.append(f"{scored.name} has no soft labels: scored with `hard` only.")
         protocols = ["hard"]
-    pool, pool_preprocessing = _load_pool(teachers, data, device) if teachers else ([], None)
-    pool_print = fingerprint(t for teacher in pool for t in teacher.state_dict().values()) if pool else None
+    pool, pool_preprocessing = load_pool(teachers, data, device) if teachers else ([], None)
+    pool_print = pool_fingerprint(pool) if pool else None
     models = models or ["convnet4" if data.resolution >= 64 else "convnet3"]
     hardware, split = hardware_description(), str(data.source.get("test_split"))
     rows = []
@@ -278,8 +278,8 @@ def evaluate_set(
     return SetEvaluation(rows, notes)
 
 
-def _load_pool(teachers: str, data: ImageClassificationData,
-               device: torch.device) -> tuple[list[torch.nn.Module], Preprocessing]:
+def load_pool(teachers: str, data: ImageClassificationData,
+              device: torch.device) -> tuple[list[torch.nn.Module], Preprocessing]:
     """The teachers of a pool (a folder or 'hf-hub:org/name') and the preprocessing they were trained with."""
     root = resolve_teacher_pool(teachers, 1)
     preprocessing = load_preprocessing(root)
@@ -292,6 +292,12 @@ def _load_pool(teachers: str, data: ImageClassificationData,
         check_teacher(config, data, teacher_dir(root, i))
         pool.append(model)
     return pool, preprocessing
+
+
+def pool_fingerprint(pool: list[torch.nn.Module]) -> str:
+    """`fingerprint` of a teacher pool's weights and buffers: the print of its teachers' row and of the random-subset
+    rows it labels."""
+    return fingerprint(t for teacher in pool for t in teacher.state_dict().values())
 
 
 def append_leaderboard(path: str | os.PathLike, rows: list[ScoreRow]) -> Path:
