@@ -25,8 +25,8 @@ from safetensors import safe_open
 
 from hf_distill import evaluate_set, load_image_dataset
 from hf_distill.data import ImageClassificationData
-from hf_distill.scoring import (PROTOCOLS, RANDOM_SUBSET_ROW, SetToScore, append_leaderboard, load_pool, pool_fingerprint,
-                                read_set)
+from hf_distill.scoring import (PROTOCOLS, RANDOM_SUBSET_ROW, SetToScore, append_leaderboard, load_pool,
+                                pool_fingerprint, read_set)
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT.parent / "shared" / "peers"
@@ -69,11 +69,12 @@ def score(args: argparse.Namespace, output: Path) -> None:
         output.unlink(missing_ok=True)
     done = {_key(r["set"], r["ipc"], r["protocol"], r["model"], r["epochs"], r.get("fingerprint")) for r in
             (json.loads(output.read_text())["rows"] if output.exists() else [])}
-    sets = [] if args.ours_only else [(str(p), read_set(str(p), data, True if p.stem in WHITENED else None), "hard")
+    sets = [] if args.ours_only else [(str(p), read_set(str(p), data, p.stem in WHITENED or None), "hard")
                                       for p in sorted(PEERS.glob("*_CIFAR10_*.safetensors"))]
     if args.ours:
         ours = read_set(args.ours, data, method="APM (hf-distill)")
-        sets[:0] = [(args.ours, ours, p) for p in (["apm", "hard"] if args.teachers else ["hard"])]
+        protocols = ["apm", "hard"] if args.teachers and ours.soft_labels is not None else ["hard"]  # apm: soft labels
+        sets[:0] = [(args.ours, ours, protocol) for protocol in protocols]
     pool_print = pool_fingerprint(load_pool(args.teachers, data, torch.device("cpu"))[0]) if args.teachers else None
     for model in args.models:
         for path, scored, protocol in sets:
@@ -90,7 +91,7 @@ def _key(name: str, ipc: int, protocol: str, model: str, epochs: int, fingerprin
 
 
 def _score_missing(path: str, scored: SetToScore, protocol: str, model: str, args: argparse.Namespace,
-                   data: ImageClassificationData, output: Path, done: set, random_print: str | None,
+                   data: ImageClassificationData, output: Path, done: set[tuple], random_print: str | None,
                    **kwargs) -> None:
     """Score the set at `path` under `protocol` on `model` unless `output` has that row (same fingerprint), and the
     random-subset row of its IPC if that is missing (fingerprint `random_print`: the labelling pool's, None for hard
