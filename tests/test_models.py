@@ -43,6 +43,15 @@ def test_resnet18_small_keeps_resolution_in_stem():
     assert model.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 4  # 32 / 8, not 32 / 32
 
 
+def test_resnet18_small_has_pytorch_default_init():
+    """Like the benchmarks' ResNet-18, not timm's: conv weights of PyTorch's default scale, no zeroed last norm."""
+    model = create_model("resnet18_small", num_classes=10, in_chans=3, img_size=32)
+    conv = model.layer3[1].conv2
+    default_std = 1 / (3 * conv.weight[0].numel()) ** 0.5  # kaiming_uniform(a=sqrt(5)): var = 1 / (3 fan_in)
+    assert conv.weight.std().item() == pytest.approx(default_std, rel=0.05)
+    assert all(bool((block.bn2.weight == 1).all()) for layer in (model.layer1, model.layer4) for block in layer)
+
+
 def test_any_timm_model_is_accepted():
     assert create_model("resnet10t", num_classes=10, in_chans=1, img_size=32)(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
