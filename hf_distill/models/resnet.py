@@ -15,9 +15,9 @@ class SmallResNet(ResNet):
     """timm ResNet whose stem keeps the input resolution (3x3 conv, stride 1, no max-pool), initialised like the
     ResNet-18 of the distillation benchmarks (DC, DSA, DM, MTT): PyTorch's default init, no zeroed last norm.
 
-    timm's own init (Kaiming fan-out convs, each block's last norm at zero) leaves a model trained on 10 to 100
-    images near chance after 300 epochs: behind instance norm, conv weights of about 6x the variance learn roughly
-    that much slower.
+    timm's own init (Kaiming fan-out convs, each block's last norm at zero) left models trained on 10 to 100 images
+    near chance after 300 epochs, probably because behind instance norm conv weights of about 6x the default
+    variance divide the effective learning rate by about as much.
     """
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, net_norm: str = "instancenorm", img_size=None, **kwargs):
