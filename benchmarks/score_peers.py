@@ -18,6 +18,7 @@ written to `leaderboard_vs_papers.md`.
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -25,8 +26,8 @@ from safetensors import safe_open
 
 from hf_distill import evaluate_set, load_image_dataset
 from hf_distill.data import ImageClassificationData
-from hf_distill.scoring import (PROTOCOLS, RANDOM_SUBSET_ROW, SetToScore, append_leaderboard, load_pool,
-                                pool_fingerprint, read_set)
+from hf_distill.scoring import (PROTOCOLS, RANDOM_SUBSET_ROW, ScoreRow, SetToScore, append_leaderboard,
+                                current_rows, load_pool, model_fingerprint, pool_fingerprint, read_set)
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT.parent / "shared" / "peers"
@@ -63,12 +64,12 @@ def main() -> None:
 def score(args: argparse.Namespace, output: Path) -> None:
     """Add to `output` every (set, protocol, architecture) row it lacks, architecture by architecture: --ours first,
     then the CIFAR-10 peers, with the random-subset rows (one per IPC and protocol); a stopped run resumes there.
-    Rows are matched by fingerprint too, so a re-made set under a known name is scored, not skipped."""
+    Rows are matched by fingerprint too, so a re-made set under a known name is scored, not skipped, and by
+    `model_fingerprint`, so a changed model definition is scored again."""
     data = load_image_dataset(str(SOURCE))
     if args.fresh:
         output.unlink(missing_ok=True)
-    done = {_key(r["set"], r["ipc"], r["protocol"], r["model"], r["epochs"], r.get("fingerprint")) for r in
-            (json.loads(output.read_text())["rows"] if output.exists() else [])}
+    done = {_key(r) for r in (json.loads(output.read_text())["rows"] if output.exists() else [])}
     sets = [] if args.ours_only else [(str(p), read_set(str(p), data, p.stem in WHITENED or None), "hard")
                                       for p in sorted(PEERS.glob("*_CIFAR10_*.safetensors"))]
     if args.ours:
@@ -77,50 +78,56 @@ def score(args: argparse.Namespace, output: Path) -> None:
         sets[:0] = [(args.ours, ours, protocol) for protocol in protocols]
     pool_print = pool_fingerprint(load_pool(args.teachers, data, torch.device("cpu"))[0]) if args.teachers else None
     for model in args.models:
+        model_print = model_fingerprint(model)
         for path, scored, protocol in sets:
             if args.ipc and scored.ipc not in args.ipc:
                 continue
             soft = PROTOCOLS[protocol].soft
-            _score_missing(path, scored, protocol, model, args, data, output, done, pool_print if soft else None,
-                           teachers=args.teachers if soft else None, zca=scored.name in WHITENED or None,
-                           method=scored.method)
+            _score_missing(path, scored, protocol, model, model_print, args, data, output, done,
+                           pool_print if soft else None, teachers=args.teachers if soft else None,
+                           zca=scored.name in WHITENED or None, method=scored.method)
 
 
-def _key(name: str, ipc: int, protocol: str, model: str, epochs: int, fingerprint: str | None) -> tuple:
-    return name, ipc, protocol, model, epochs, fingerprint
+def _key(row: dict) -> tuple:
+    """What makes two leaderboard rows one score: the set and its fingerprint, IPC, protocol, epochs, and the
+    architecture and its `model_fingerprint` (rows trained on another definition of a model do not count)."""
+    return tuple(row.get(k) for k in ("set", "ipc", "protocol", "epochs", "fingerprint", "model", "model_fingerprint"))
 
 
-def _score_missing(path: str, scored: SetToScore, protocol: str, model: str, args: argparse.Namespace,
-                   data: ImageClassificationData, output: Path, done: set[tuple], random_print: str | None,
-                   **kwargs) -> None:
+def _score_missing(path: str, scored: SetToScore, protocol: str, model: str, model_print: str,
+                   args: argparse.Namespace, data: ImageClassificationData, output: Path, done: set[tuple],
+                   random_print: str | None, **kwargs) -> None:
     """Score the set at `path` under `protocol` on `model` unless `output` has that row (same fingerprint), and the
     random-subset row of its IPC if that is missing (fingerprint `random_print`: the labelling pool's, None for hard
-    labels; under a soft protocol only with a teacher to label it)."""
-    epochs = args.epochs or PROTOCOLS[protocol].epochs
-    if _key(scored.name, scored.ipc, protocol, model, epochs, scored.fingerprint) in done:
+    labels; under a soft protocol only with a teacher to label it), both trained on the `model_print` definition of
+    `model`."""
+    row = dict(ipc=scored.ipc, protocol=protocol, epochs=args.epochs or PROTOCOLS[protocol].epochs, model=model,
+               model_fingerprint=model_print)
+    if _key(dict(row, set=scored.name, fingerprint=scored.fingerprint)) in done:
         return
-    random_subset = _key(RANDOM_SUBSET_ROW, scored.ipc, protocol, model, epochs, random_print) not in done and (
+    random_subset = _key(dict(row, set=RANDOM_SUBSET_ROW, fingerprint=random_print)) not in done and (
         not PROTOCOLS[protocol].soft or kwargs.get("teachers") is not None)
     result = evaluate_set(path, data, [protocol], [model], args.epochs, None, args.num_runs,
                           random_subset=random_subset, torch_compile=args.torch_compile, **kwargs)
     append_leaderboard(output, result.rows)
-    done.update(_key(r.set, r.ipc, r.protocol, r.model, r.epochs, r.fingerprint) for r in result.rows)
+    done.update(_key(asdict(r)) for r in result.rows)
     print(result.to_markdown(), flush=True)
 
 
 def compare_with_papers(output: Path) -> str:
-    """Each scored peer's convnet3 `hard` row next to the ConvNet accuracy its paper reports (release metadata)."""
+    """Each scored peer's convnet3 `hard` row (on convnet3's latest definition) next to the ConvNet accuracy its paper
+    reports (release metadata)."""
     lines = ["| set | paper (ConvNet, 10,000 test images) | here (convnet3, hard, 1,017 test images) | difference |",
              "|---|---|---|---|"]
-    for row in json.loads(output.read_text())["rows"]:
-        path = PEERS / f"{row['set']}.safetensors"
-        if row["model"] != "convnet3" or row["protocol"] != "hard" or not path.exists():
+    for row in current_rows([ScoreRow(**r) for r in json.loads(output.read_text())["rows"]])[0]:
+        path = PEERS / f"{row.set}.safetensors"
+        if row.model != "convnet3" or row.protocol != "hard" or not path.exists():
             continue
         with safe_open(path, framework="pt") as f:
             reported = json.loads((f.metadata() or {}).get("paper_reported_percent", "null"))
         if reported is not None:
-            lines.append(f"| {row['set']} | {reported:.1f} | {row['mean']:.1f} ± {row['std']:.1f} ({row['epochs']} "
-                         f"epochs, {len(row['runs'])} runs) | {row['mean'] - reported:+.1f} |")
+            lines.append(f"| {row.set} | {reported:.1f} | {row.mean:.1f} ± {row.std:.1f} ({row.epochs} "
+                         f"epochs, {len(row.runs)} runs) | {row.mean - reported:+.1f} |")
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ from .evaluation import EvalJob, random_draw, summarize, train_and_test
 from .files import check_tensors_file, write_json
 from .hub import is_repo_id
 from .image_store import decoded_images
+from .models import create_model
 from .preprocessing import Preprocessing
 from .teacher_repos import pool_size, resolve_teacher_pool
 from .teachers import check_teacher, load_preprocessing, load_teacher, teacher_dir
@@ -100,6 +101,8 @@ class ScoreRow:
     seconds: float | None = None  # wall time of training and testing the runs (None: written before it was recorded)
     fingerprint: str | None = None  # of the set scored, or of the teacher pool that labels or is the row; None: a
     # hard-label random subset (only the source data), or a row written before fingerprints were recorded
+    model_fingerprint: str | None = None  # `model_fingerprint` of the architecture that was trained; None: a teacher
+    # row, or a row written before it was recorded
 
 
 @dataclass
@@ -122,6 +125,16 @@ def fingerprint(tensors: Iterable[torch.Tensor | None]) -> str:
         digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
         digest.update(tensor.flatten().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:12]
+
+
+def model_fingerprint(model: str) -> str:
+    """12 hex digits of the SHA-256 of architecture `model`'s modules and initial weights at seed 0, built for 10
+    classes of 3 x 32 x 32 images: it changes with the model's layers, shapes or init (not with a change to its
+    forward alone), so rows trained on another definition of a model under the same name are told apart."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = create_model(model, 10, 3, 32)
+    return hashlib.sha256((repr(net) + fingerprint(net.state_dict().values())).encode()).hexdigest()[:12]
 
 
 def read_set(source: str, data: ImageClassificationData, zca: bool | None = None, method: str | None = None,
@@ -246,7 +259,8 @@ def evaluate_set(
         protocol = PROTOCOLS[name]
         config = FitConfig(epochs=epochs or protocol.epochs, lr=lr or protocol.lr, batch_size=batch_size,
                            dsa_strategy=dsa_strategy, compile=torch_compile)
-        row = dict(protocol=name, model=model, test_split=split, hardware=hardware, epochs=config.epochs, lr=config.lr)
+        row = dict(protocol=name, model=model, test_split=split, hardware=hardware, epochs=config.epochs, lr=config.lr,
+                   model_fingerprint=model_fingerprint(model))
         runs, start = [], time.perf_counter()
         for run in range(num_runs):
             runs.append(train_and_test(EvalJob("set", protocol.label_mode, model, run), scored.images, scored.labels,
@@ -363,9 +377,20 @@ def _shown_name(row: ScoreRow, rows: list[ScoreRow]) -> str:
 def render_leaderboard(path: str | os.PathLike, by_architecture: bool = False) -> str:
     """The leaderboard JSON at `path` as a Markdown table, grouped by protocol and architecture, best first (or
     `render_by_architecture`)."""
-    rows = [ScoreRow(**row) for row in json.loads(Path(path).read_text())["rows"]]
-    hardware = f"\n\nHardware: {'; '.join(sorted({r.hardware for r in rows}))}."
+    rows, stale = current_rows([ScoreRow(**row) for row in json.loads(Path(path).read_text())["rows"]])
+    footer = f"\n\nHardware: {'; '.join(sorted({r.hardware for r in rows}))}."
+    if stale:
+        footer += (f"\n\nLeft out: {len(stale)} row(s) trained on another definition of "
+                   f"{', '.join(sorted({r.model for r in stale}))} than the latest (`model_fingerprint`).")
     if by_architecture:
-        return render_by_architecture(rows) + hardware
+        return render_by_architecture(rows) + footer
     rows.sort(key=lambda r: (r.protocol != "-", r.protocol, r.model, r.ipc, -r.mean))
-    return render_rows(rows) + hardware
+    return render_rows(rows) + footer
+
+
+def current_rows(rows: list[ScoreRow]) -> tuple[list[ScoreRow], list[ScoreRow]]:
+    """`rows` split into those trained on each architecture's latest definition (the `model_fingerprint` of its last
+    row in `rows`; rows that recorded none, teachers' and older ones, count as current) and the others."""
+    latest = {r.model: r.model_fingerprint for r in rows if r.model_fingerprint}
+    stale = [r for r in rows if r.model_fingerprint not in (None, latest.get(r.model))]
+    return [r for r in rows if r not in stale], stale

@@ -62,6 +62,23 @@ def test_our_set_is_scored_under_apm_and_hard_next_to_fresh_random_subsets_and_t
     assert set_apm == set_hard == read_set(str(run / "distilled"), digits).fingerprint
     assert teacher == random_apm != set_apm and random_hard is None  # rows labelled by the pool carry its fingerprint
     assert {r.epochs for r in result.rows[1:]} == {2} and {r.test_split for r in result.rows} == {"test"}
+    assert [r.model_fingerprint for r in result.rows] == [None] + [scoring.model_fingerprint("convnet3")] * 4
+
+
+def test_a_model_fingerprint_changes_with_the_models_init_or_modules_and_leaves_the_global_seed_alone(monkeypatch):
+    state = torch.get_rng_state()
+    prints = [scoring.model_fingerprint(name) for name in ("convnet3", "convnet3", "convnet4")]
+    assert prints[0] == prints[1] != prints[2] and torch.equal(state, torch.get_rng_state())
+    real = scoring.create_model
+
+    def zeroed_last_norm(*args, **kwargs):  # the same layers, one of them initialised otherwise
+        model = real(*args, **kwargs)
+        torch.nn.init.zeros_([m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)][-1].weight)
+        return model
+    monkeypatch.setattr(scoring, "create_model", zeroed_last_norm)
+    assert scoring.model_fingerprint("convnet3") != prints[0]
+    monkeypatch.setattr(scoring, "create_model", lambda *args, **kwargs: real(*args, net_norm="layernorm", **kwargs))
+    assert scoring.model_fingerprint("convnet3") != prints[0]  # GroupNorm(1, C) has instance norm's weight shapes
 
 
 def test_a_fingerprint_changes_with_any_value_dtype_or_shape():
@@ -158,3 +175,20 @@ def test_leaderboard_by_architecture_puts_each_set_on_one_line(tmp_path):
     table = render_leaderboard(board, by_architecture=True).splitlines()
     assert "| A [no fingerprint] | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | 30.0 ± 1.0 |" in table
     assert "| A [remade] | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | - |" in table and "| B | M | 10 |" in table[2]
+
+
+def test_rows_trained_on_an_earlier_model_definition_are_left_out_of_the_leaderboard(tmp_path):
+    def row(name, model_print, mean, model="convnet3"):
+        return scoring.ScoreRow(name, "M", 10, "hard", model, mean, 1.0, [mean] * 3, "test", "cpu", 300, 0.01,
+                                model_fingerprint=model_print)
+    teacher = scoring.ScoreRow("teachers (1)", "teacher", 0, "-", "-", 70.0, 0.0, [70.0], "test", "cpu", 0, 0.0)
+    board = append_leaderboard(tmp_path / "board.json", [row("A", "v1", 40.0), row("A", "w1", 30.0, "vgg11_small"),
+                                                         row("B", None, 50.0), row("A", "v2", 45.0), teacher])
+    table = render_leaderboard(board, by_architecture=True)
+    assert "| runs | vgg11_small | convnet3 |" in table  # columns in the order of the rows shown
+    assert "| A | M | 10 | hard | 300 | 3 | 30.0 ± 1.0 | 45.0 ± 1.0 |" in table and "40.0" not in table
+    assert "| B | M | 10 | hard | 300 | 3 | - | 50.0 ± 1.0 |" in table  # rows that recorded no definition are kept
+    assert "teachers (1): 70.0 ± 0.0." in table
+    assert table.endswith("Left out: 1 row(s) trained on another definition of convnet3 than the latest "
+                          "(`model_fingerprint`).")
+    assert "40.0" not in render_leaderboard(board)
