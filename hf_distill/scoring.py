@@ -392,5 +392,5 @@ def current_rows(rows: list[ScoreRow]) -> tuple[list[ScoreRow], list[ScoreRow]]:
     """`rows` split into those trained on each architecture's latest definition (the `model_fingerprint` of its last
     row in `rows`; rows that recorded none, teachers' and older ones, count as current) and the others."""
     latest = {r.model: r.model_fingerprint for r in rows if r.model_fingerprint}
-    stale = [r for r in rows if r.model_fingerprint not in (None, latest.get(r.model))]
-    return [r for r in rows if r not in stale], stale
+    current = [r.model_fingerprint in (None, latest.get(r.model)) for r in rows]
+    return [r for r, c in zip(rows, current) if c], [r for r, c in zip(rows, current) if not c]
