@@ -10,8 +10,8 @@ The same command runs on CPU, one GPU, several GPUs or machines:
     accelerate launch --multi_gpu --num_processes 8 examples/distill.py --dataset uoft-cs/cifar10 --zca
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 examples/distill.py   # 2 CPU processes
     python examples/distill.py --resume_from_checkpoint last     # continue an interrupted run from its newest checkpoint
-    python examples/distill.py --report_to tensorboard           # watch it: tensorboard --logdir outputs/digits-apm-ipc10/runs
-    python examples/distill.py --push_to_hub --hub_dataset_id org/digits-apm-ipc10   # share distilled/ on the Hub
+    python examples/distill.py --report_to tensorboard           # watch it: tensorboard --logdir outputs/digits-apm-ipc1/runs
+    python examples/distill.py --push_to_hub --hub_dataset_id org/digits-apm-ipc1   # share distilled/ on the Hub
 
 Outputs in --output_dir: teachers/, checkpoint-<iteration>/, distilled/, distilled_grid.png, eval_results.json, runs/.
 Errors print one line `error: ...` (status 2 for bad input, 1 for a failure on the way); --debug shows the traceback.

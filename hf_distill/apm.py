@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .augment import DSAParams, apply_dsa, select_rows
+
 
 def apm_loss(x: torch.Tensor, y: torch.Tensor, teacher: nn.Module, students: Sequence[nn.Module],
              ce_weight: float) -> torch.Tensor:
@@ -38,13 +40,15 @@ def accumulate_image_gradient(
     segment_size: int,
     shard: tuple[int, int] = (0, 1),
     autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+    views: DSAParams | None = None,
 ) -> float:
     """Add d L(images[batch]) / d images into `images.grad`, one segment of `segment_size` at a time.
 
     Each segment's loss is weighted by |segment| / |batch|, so the summed gradient equals the
     full-batch one. With `shard=(rank, world)` this process handles segments rank, rank+world, ...;
     summing `images.grad` over processes then gives the full gradient. Returns this process's share
-    of the loss.
+    of the loss. With `views` (one DSA draw for the whole batch), teacher and students see the images
+    through it, each segment through its own rows of it, so the gradient does not depend on `segment_size`.
 
     The gradient is that of `apm_loss`, taken one student at a time: each student's term is
     differentiated on its own (its d/dt collected on a detached copy of the teacher's logits), then
@@ -52,20 +56,25 @@ def accumulate_image_gradient(
     """
     rank, world = shard
     total = torch.zeros((), device=images.device)
-    for segment in batch.split(segment_size)[rank::world]:
+    rows = torch.arange(len(batch)).split(segment_size)[rank::world]
+    for segment, positions in zip(batch.split(segment_size)[rank::world], rows):
         weight = len(segment) / len(batch)
         x = images[segment].detach().requires_grad_(True)
+        augmented = None if views is None else apply_dsa(x, select_rows(views, positions))
+        view = x if augmented is None else augmented.detach().requires_grad_(True)  # the networks' input, a leaf
         with autocast():
-            t = teacher(x).float()
+            t = teacher(view).float()
         t_detached = t.detach().requires_grad_(True)
         for student in students:
             with autocast():
-                term = -(student(x).float() - t_detached).abs().mean() * weight
+                term = -(student(view).float() - t_detached).abs().mean() * weight
             term.backward()
             total += term.detach()
         ce = ce_weight * F.cross_entropy(t, labels[segment]) * weight
         torch.autograd.backward([t, ce], [t_detached.grad, torch.ones_like(ce)])
         total += ce.detach()
+        if augmented is not None:
+            augmented.backward(view.grad)
         if images.grad is None:
             images.grad = torch.zeros_like(images)
         images.grad.index_add_(0, segment, x.grad)

@@ -49,6 +49,11 @@ def sample_dsa(n: int, side: int, generator: torch.Generator, strategy: str = DE
     return DSAParams(op, _SAMPLERS[op](n, side, generator))
 
 
+def select_rows(params: DSAParams, rows: torch.Tensor) -> DSAParams:
+    """The parameters of the samples at `rows` (per-sample values are indexed; shared ones, 0-d, are kept)."""
+    return DSAParams(params.op, {k: v[rows] if v.dim() > 0 else v for k, v in params.values.items()})
+
+
 def apply_dsa(x: torch.Tensor, params: DSAParams) -> torch.Tensor:
     """Apply sampled DSA parameters to a batch `x` of shape [N, C, H, W]."""
     values = {k: v.to(x.device) for k, v in params.values.items()}

@@ -56,7 +56,8 @@ def dataset_card(distilled: DistilledSet, dataset: datasets.Dataset, download_si
         task_categories=["image-classification"], tags=["dataset-distillation", "synthetic", "apm", "hf-distill"],
         size_categories=[_size_category(len(dataset))],
         source_datasets=[source["dataset"]] if source.get("url") else None,
-        hf_distill={"method": "APM", "paper": "arXiv:2312.08912", "ipc": distilled.ipc, "model": meta.get("model"),
+        hf_distill={"method": "APM", "paper": "arXiv:2312.08912", "extensions": _extensions(args),
+                    "ipc": distilled.ipc, "model": meta.get("model"),
                     "preprocessing": distilled.preprocessing.describe(),
                     "soft_labels": meta.get("soft_labels", "teacher logits"),
                     "source": {k: source.get(k) for k in ("dataset", "config_name", "revision", "fingerprint")}},
@@ -74,7 +75,8 @@ def dataset_card(distilled: DistilledSet, dataset: datasets.Dataset, download_si
         ipc=distilled.ipc, num_images=len(images), num_classes=len(distilled.class_names),
         class_names=", ".join(distilled.class_names), channels=images.shape[1], resolution=images.shape[-1],
         preprocessing=_preprocessing_text(distilled.preprocessing), soft_labels=card_data.hf_distill["soft_labels"],
-        iterations_done=meta.get("iterations_done"), teachers=_teachers(meta.get("teachers", {}), eval_results),
+        iterations_done=meta.get("iterations_done"),
+        extensions="; ".join(EXTENSIONS[flag] for flag in _extensions(args)), teachers=_teachers(meta.get("teachers", {}), eval_results),
         arguments=[(k, json.dumps(v)) for k, v in args.items()],
         evaluation=_evaluation(eval_results), compute=_compute(meta.get("compute"), eval_results),
         usage=_usage(repo_id, meta.get("model") or "convnet3", args, distilled),
@@ -101,6 +103,16 @@ def teacher_card(configs: list[dict], preprocessing: Preprocessing, repo_id: str
         training={k: first.get(k) for k in ("lr", "batch_size", "dsa_strategy")},
         teachers=[(i, c["seed"], c["epochs"], f"{c['train_accuracy']:.2f}") for i, c in enumerate(configs)],
     )
+
+
+# What hf-distill adds to APM as published, by flag; a set made without any of them is the paper's method.
+EXTENSIONS = {"image_dsa": "`--image_dsa`: the image update saw the images through one DSA draw per iteration",
+              "student_models": "`--student_models`: students of several architectures, taken in turn"}
+
+
+def _extensions(args: dict) -> list[str]:
+    """The `EXTENSIONS` flags that were on in the run that made the set."""
+    return [flag for flag in EXTENSIONS if args.get(flag)]
 
 
 def _name(source: dict, ipc: int | None) -> str:

@@ -136,7 +136,7 @@ def load_distilled(source: str | os.PathLike, revision: str | None = None) -> Di
 
     Example:
         ```python
-        distilled = hf_distill.load_distilled("outputs/digits-apm-ipc10/distilled")
+        distilled = hf_distill.load_distilled("outputs/digits-apm-ipc1/distilled")
         inputs = distilled.preprocessing(real_uint8_images)   # the same preprocessing for real test data
         ```
     """

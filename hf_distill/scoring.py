@@ -103,6 +103,8 @@ class ScoreRow:
     # hard-label random subset (only the source data), or a row written before fingerprints were recorded
     model_fingerprint: str | None = None  # `model_fingerprint` of the architecture that was trained; None: a teacher
     # row, or a row written before it was recorded
+    dataset: str | None = None  # the source dataset whose train split gave the baselines and whose test split scored
+    test_size: int | None = None  # images in that test split
 
 
 @dataclass
@@ -248,11 +250,12 @@ def evaluate_set(
     pool_print = pool_fingerprint(pool) if pool else None
     models = models or ["convnet4" if data.resolution >= 64 else "convnet3"]
     hardware, split = hardware_description(), str(data.source.get("test_split"))
+    source = dict(dataset=str(data.source.get("dataset")), test_size=len(data.test_labels))
     rows = []
     if pool:
         scores = [accuracy(t, data.test_images, data.test_labels, pool_preprocessing) for t in pool]
         rows.append(ScoreRow(f"teachers ({len(pool)})", "teacher", 0, "-", "-", **summarize(scores), test_split=split,
-                             hardware=hardware, epochs=0, lr=0.0, fingerprint=pool_print))
+                             hardware=hardware, epochs=0, lr=0.0, fingerprint=pool_print, **source))
     jobs = [(p, m) for p in protocols for m in models]
     bar = tqdm(total=len(jobs) * num_runs * 2, desc="evaluate")
     for name, model in jobs:
@@ -260,7 +263,7 @@ def evaluate_set(
         config = FitConfig(epochs=epochs or protocol.epochs, lr=lr or protocol.lr, batch_size=batch_size,
                            dsa_strategy=dsa_strategy, compile=torch_compile)
         row = dict(protocol=name, model=model, test_split=split, hardware=hardware, epochs=config.epochs, lr=config.lr,
-                   model_fingerprint=model_fingerprint(model))
+                   model_fingerprint=model_fingerprint(model), **source)
         runs, start = [], time.perf_counter()
         for run in range(num_runs):
             runs.append(train_and_test(EvalJob("set", protocol.label_mode, model, run), scored.images, scored.labels,
@@ -332,13 +335,19 @@ def _untimed(row: dict) -> dict:
 
 def render_rows(rows: list[ScoreRow]) -> str:
     """A Markdown table of score rows."""
-    lines = ["| set | method | IPC | protocol | model | top-1 % | runs | test split | epochs | lr | time | fingerprint |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | method | IPC | protocol | model | top-1 % | runs | data (test images) | epochs | lr | time "
+             "| fingerprint |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.set} | {r.method} | {r.ipc or '-'} | {r.protocol} | {r.model} | {r.mean:.1f} ± {r.std:.1f} "
-                     f"| {len(r.runs)} | {r.test_split} | {r.epochs or '-'} | {r.lr or '-'} | {_minutes(r.seconds)} "
+                     f"| {len(r.runs)} | {source_name(r)} | {r.epochs or '-'} | {r.lr or '-'} | {_minutes(r.seconds)} "
                      f"| {r.fingerprint or '-'} |")
     return "\n".join(lines)
+
+
+def source_name(row: ScoreRow) -> str:
+    """The row's source dataset by its folder or repo name, with the size of the test split it was scored on."""
+    name = Path(row.dataset.rstrip("/")).name if row.dataset else "?"
+    return f"{name} {row.test_split} ({row.test_size:,})" if row.test_size else f"{name} {row.test_split}"
 
 
 def _minutes(seconds: float | None) -> str:
@@ -354,16 +363,19 @@ def render_by_architecture(rows: list[ScoreRow]) -> str:
     lines: dict[tuple, dict[str, ScoreRow]] = {}
     for r in rows:
         if r.model != "-":
-            lines.setdefault((r.protocol, r.ipc, r.set, r.method, r.epochs, r.fingerprint), {})[r.model] = r
-    order = sorted(lines, key=lambda k: (k[0], k[1], -lines[k].get(models[0], next(iter(lines[k].values()))).mean))
-    text = [f"| set | method | IPC | protocol | epochs | runs | {' | '.join(models)} |", "|---" * (6 + len(models)) + "|"]
+            lines.setdefault((r.dataset, r.protocol, r.ipc, r.set, r.method, r.epochs, r.fingerprint), {})[r.model] = r
+    order = sorted(lines, key=lambda k: (str(k[0]), k[1], k[2], -lines[k].get(models[0],
+                                                                                next(iter(lines[k].values()))).mean))
+    text = [f"| data (test images) | set | method | IPC | protocol | epochs | runs | {' | '.join(models)} |",
+            "|---" * (7 + len(models)) + "|"]
     for key in order:
-        protocol, ipc, _, method, epochs, _ = key
+        _, protocol, ipc, _, method, epochs, _ = key
         cells = [f"{lines[key][m].mean:.1f} ± {lines[key][m].std:.1f}" if m in lines[key] else "-" for m in models]
         runs = "/".join(sorted({str(len(r.runs)) for r in lines[key].values()}))
-        name = _shown_name(next(iter(lines[key].values())), rows)
-        text.append(f"| {name} | {method} | {ipc} | {protocol} | {epochs} | {runs} | {' | '.join(cells)} |")
-    teachers = [f"{_shown_name(r, rows)}: {r.mean:.1f} ± {r.std:.1f}" for r in rows if r.model == "-"]
+        first = next(iter(lines[key].values()))
+        text.append(f"| {source_name(first)} | {_shown_name(first, rows)} | {method} | {ipc} | {protocol} | {epochs} "
+                    f"| {runs} | {' | '.join(cells)} |")
+    teachers = [f"{_shown_name(r, rows)} ({source_name(r)}): {r.mean:.1f} ± {r.std:.1f}" for r in rows if r.model == "-"]
     return "\n".join(text) + "".join(f"\n\n{t}." for t in teachers)
 
 

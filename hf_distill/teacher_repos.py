@@ -40,7 +40,7 @@ def export_teachers(pool: str | os.PathLike, out: str | os.PathLike, repo_id: st
 
     Example:
         ```python
-        hf_distill.export_teachers("outputs/digits-apm-ipc10/teachers", "outputs/digits-teachers-hub")
+        hf_distill.export_teachers("outputs/digits-apm-ipc1/teachers", "outputs/digits-teachers-hub")
         timm.create_model("local-dir:outputs/digits-teachers-hub", pretrained=True)   # teacher 0
         ```
     """

@@ -28,7 +28,8 @@ from transformers.utils import logging as transformers_logging
 
 from .allocator import keep_freed_memory
 from .apm import accumulate_image_gradient, disagreement, snapshot_epochs
-from .arguments import DistillationArguments
+from .arguments import NO_AUGMENTATION, DistillationArguments
+from .augment import sample_dsa
 from .checkpoints import (Checkpoint, LoopState, checkpoint_to_resume, list_checkpoints, load_checkpoint, rng_state,
                           rotate_checkpoints, save_checkpoint)
 from .data import ImageClassificationData, load_image_dataset
@@ -106,7 +107,8 @@ class DistillationTrainer:
                                           args.preprocessing_num_workers, args.cache_dir)
         self.data = data
         self.model_name = args.model or ("convnet4" if data.resolution >= 64 else "convnet3")
-        for name in dict.fromkeys([self.model_name, *(args.eval_models or [])]):
+        self.student_models = args.student_models or [self.model_name]
+        for name in dict.fromkeys([self.model_name, *self.student_models, *(args.eval_models or [])]):
             check_model(name, data.num_classes, data.channels, data.resolution,
                         **(args.model_kwargs if name == self.model_name else {}))
         if args.init == "real" or args.do_eval:
@@ -154,10 +156,10 @@ class DistillationTrainer:
     def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor, "sum") if self.accelerator.num_processes > 1 else tensor
 
-    def _fit_config(self, epochs: int, lr: float, loss: str = "l1") -> FitConfig:
-        return FitConfig(epochs=epochs, lr=lr, batch_size=self.args.batch_size, loss=loss,
-                         dsa_strategy=self.args.dsa_strategy, kd_temperature=self.args.kd_temperature,
-                         compile=self.args.torch_compile)
+    def _fit_config(self, epochs: int, lr: float, dsa_strategy: str) -> FitConfig:
+        return FitConfig(epochs=epochs, lr=lr, batch_size=self.args.batch_size, loss="l1",
+                         augment=dsa_strategy != NO_AUGMENTATION, dsa_strategy=dsa_strategy,
+                         kd_temperature=self.args.kd_temperature, compile=self.args.torch_compile)
 
     # ---------------------------------------------------------------------------------- teachers
     def prepare_teachers(self) -> list[nn.Module]:
@@ -206,20 +208,26 @@ class DistillationTrainer:
         return images.to(self.accelerator.device), labels.to(self.accelerator.device)
 
     def _train_students(self, images: torch.Tensor, teacher: nn.Module, generator: torch.Generator,
-                        seed: int) -> list[nn.Module]:
-        """A fresh student trained on `images` to match the teacher's logits; K evenly spaced snapshots."""
+                        seed: int, model: str) -> list[nn.Module]:
+        """A fresh `model` student trained on `images` to match the teacher's logits; K evenly spaced snapshots."""
         args = self.args
         with torch.no_grad(), self.accelerator.autocast():
             targets = teacher(images).float()
         torch.manual_seed(seed)
-        return fit(self._new_student(), images, targets, self._fit_config(args.student_epochs, args.lr_net), generator,
+        config = self._fit_config(args.student_epochs, args.lr_net, args.dsa_strategy)
+        return fit(self._new_student(model), images, targets, config, generator,
                    snapshot_epochs=snapshot_epochs(args.student_epochs, args.num_checkpoints),
                    autocast=self.accelerator.autocast, shard=self._shard, all_reduce=self._sum)
 
-    def _new_student(self) -> nn.Module:
+    def _student_model(self, iteration: int) -> str:
+        """The architecture of the students trained at the last refresh at or before `iteration` (0-based)."""
+        return self.student_models[(iteration // self.args.refresh_every) % len(self.student_models)]
+
+    def _new_student(self, model: str) -> nn.Module:
         data = self.data
-        student = create_model(self.model_name, data.num_classes, data.channels, data.resolution,
-                               **self.args.model_kwargs).to(self.accelerator.device)
+        kwargs = self.args.model_kwargs if model == self.model_name else {}
+        student = create_model(model, data.num_classes, data.channels, data.resolution,
+                               **kwargs).to(self.accelerator.device)
         return compile_model(student) if self.args.torch_compile else student
 
     def _start_loop(self) -> tuple[LoopState, torch.Tensor]:
@@ -249,8 +257,10 @@ class DistillationTrainer:
         """One APM update of the images on `batch`; returns the loss summed over processes."""
         acc, images, step = self.accelerator, loop.images, self.state.global_step + 1
         loop.optimizer.zero_grad(set_to_none=False)
+        views = sample_dsa(len(batch), images.shape[-1], loop.generator, self.args.dsa_strategy) \
+            if self.args.image_dsa else None
         local_loss = accumulate_image_gradient(images, batch, labels, teacher, loop.students, self.args.ce_weight,
-                                               segment_size, self._shard, acc.autocast)
+                                               segment_size, self._shard, acc.autocast, views)
         if images.grad is None:
             images.grad = torch.zeros_like(images)
         images.grad = self._sum(images.grad)
@@ -299,7 +309,8 @@ class DistillationTrainer:
         loop, labels = self._start_loop()
         self.state = TrainerState(max_steps=args.iterations, logging_steps=args.logging_steps, save_steps=args.save_steps)
         if checkpoint is not None:
-            self.state = checkpoint.restore(loop, self._new_student, acc.process_index)
+            students_of = self._student_model(checkpoint.trainer_state.global_step - 1)
+            self.state = checkpoint.restore(loop, lambda: self._new_student(students_of), acc.process_index)
             logger.info("Resuming from %s: %d of %d iterations done.", checkpoint.path, self.state.global_step,
                         args.iterations)
         self.state.is_local_process_zero, self.state.is_world_process_zero = acc.is_local_main_process, acc.is_main_process
@@ -316,7 +327,8 @@ class DistillationTrainer:
             if it % args.refresh_every == 0:
                 loop.teacher_index = loop.teacher_draws.randrange(len(teachers))
                 loop.students = self._train_students(loop.images[batch].detach(), teachers[loop.teacher_index],
-                                                     loop.generator, args.seed + STUDENT_SEED_OFFSET + it)
+                                                     loop.generator, args.seed + STUDENT_SEED_OFFSET + it,
+                                                     self._student_model(it))
             refreshed = self._clock()
             loss = self._image_step(loop, batch, labels, teachers[loop.teacher_index], segment_size)
             self.iteration_times.append(IterationTime(it + 1, refreshed - start, self._clock() - refreshed))
@@ -419,7 +431,7 @@ class DistillationTrainer:
         jobs = [EvalJob(s, mode, m, r) for mode in args.eval_label_modes for s in [*sets, "random_draws"] for m in models
                 for r in range(args.num_eval_runs) if s not in ("distilled_8bit", "random_draws") or mode == headline]
         rank, world = self._shard
-        fit_config = self._fit_config(args.eval_epochs, args.lr_net)
+        fit_config = self._fit_config(args.eval_epochs, args.eval_lr, args.eval_dsa_strategy)
         plan = EvalPlan(jobs, args.eval_epochs, math.ceil(len(distilled.labels) / args.batch_size))
         if acc.is_main_process:
             logger.info(plan.describe())
@@ -440,7 +452,7 @@ class DistillationTrainer:
             "dataset": args.dataset, "ipc": distilled.ipc, "model": self.model_name, "results": results,
             "protocol": {"label_modes": args.eval_label_modes, "headline_label_mode": headline,
                          "eval_models": models, "eval_epochs": args.eval_epochs, "num_eval_runs": args.num_eval_runs,
-                         "lr_net": args.lr_net, "batch_size": args.batch_size, "dsa_strategy": args.dsa_strategy,
+                         "lr_net": args.eval_lr, "batch_size": args.batch_size, "dsa_strategy": args.eval_dsa_strategy,
                          "optimizer": "SGD momentum 0.9, wd 5e-4, lr x0.1 at half", "test_split": data.source.get("test_split"),
                          "test_size": len(data.test_labels),
                          "random_subset": "ipc real train images per class drawn with --seed (the starting images "

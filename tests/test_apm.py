@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_distill.apm import accumulate_image_gradient, apm_loss, snapshot_epochs
+from hf_distill.augment import apply_dsa, sample_dsa
 from hf_distill.models import create_model
 from hf_distill.training import FitConfig, fit, freeze
 
@@ -52,6 +53,24 @@ def test_segments_give_the_full_batch_gradient(segment_size):
     assert torch.allclose(x.grad, full, atol=1e-6, rtol=1e-4)
     assert x.grad[[1, 4, 6]].abs().sum() == 0  # images outside the batch get no gradient
     assert full.abs().sum() > 0
+
+
+@pytest.mark.parametrize("op", ["color", "crop", "cutout", "flip", "scale", "rotate"])
+@pytest.mark.parametrize("segment_size", [2, 7])
+def test_image_dsa_gives_the_gradient_of_the_loss_on_one_augmented_view(op, segment_size):
+    teacher, students = _nets()
+    x, y = _images()
+    batch = torch.tensor([9, 2, 5, 0, 7, 3, 8])
+    views = sample_dsa(len(batch), 8, torch.Generator().manual_seed(1), op)
+    loss = accumulate_image_gradient(x, batch, y, teacher, students, 0.1, segment_size=segment_size, views=views)
+    expected_x = x.detach().clone().requires_grad_(True)
+    expected = apm_loss(apply_dsa(expected_x[batch], views), y[batch], teacher, students, 0.1)
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(x.grad, expected_x.grad, atol=1e-6, rtol=1e-4)
+    plain = x.detach().clone().requires_grad_(True)
+    accumulate_image_gradient(plain, batch, y, teacher, students, 0.1, segment_size=segment_size)
+    assert not torch.allclose(plain.grad, x.grad)  # the view changed the step
 
 
 def test_process_shards_sum_to_the_full_gradient():

@@ -120,6 +120,8 @@ def test_missing_split_lists_the_splits(tmp_path):
     (dict(ce_weight=-0.1), "--ce_weight must be zero or positive"),
     (dict(mixed_precision="fp32"), r"--mixed_precision 'fp32' is not valid; choose from \['no', 'bf16', 'fp16'\]"),
     (dict(eval_label_modes=["soft"]), "--eval_label_modes"),
+    (dict(eval_lr=0.0), "--eval_lr must be positive"),
+    (dict(eval_dsa_strategy="crop_blur"), r"Invalid DSA strategy 'crop_blur': unknown ops \['blur'\]"),
     (dict(overwrite_output_dir=True, resume_from_checkpoint="last"), "pass only one of them"),
 ])
 def test_bad_hyper_parameters(tmp_path, overrides, message):
@@ -133,6 +135,7 @@ def test_bad_hyper_parameters(tmp_path, overrides, message):
     (dict(ipc=1000), r"Class \d has \d+ training images, fewer than ipc=1000.*Lower --ipc"),
     (dict(model="convnet33"), r"Unknown model 'convnet33'.*Did you mean: convnet3"),
     (dict(eval_models=["resnet18_smal"]), r"Unknown model 'resnet18_smal'.*resnet18_small"),
+    (dict(student_models=["convnet3", "vgg11_smal"]), r"Unknown model 'vgg11_smal'.*vgg11_small"),
 ])
 def test_inconsistent_settings_fail_before_any_output(tmp_path, digits, overrides, message):
     with pytest.raises(ValueError, match=message):

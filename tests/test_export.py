@@ -85,6 +85,14 @@ def test_saved_folder_is_a_hub_dataset_repo(tmp_path, channels, zca):
     assert "unknown — check the source dataset" in card.text and "Not evaluated yet" in card.text
 
 
+def test_the_card_names_each_extension_beyond_the_paper(tmp_path):
+    metadata = run_metadata()
+    metadata["args"]["image_dsa"] = True
+    card = DatasetCard.load(save_distilled(synthetic_set(1, False, metadata=metadata), tmp_path / "d") / "README.md")
+    assert card.data.hf_distill["extensions"] == ["image_dsa"]
+    assert "with what hf-distill adds to the paper:\n`--image_dsa`" in card.text and "no hf-distill extension" not in card.text
+
+
 def test_card_reports_everything_and_its_snippet_trains_from_load_dataset(tmp_path, capsys):
     distilled = synthetic_set(1, False, metadata=run_metadata())
     folder = save_distilled(distilled, tmp_path / "distilled")
@@ -110,6 +118,7 @@ def test_card_reports_everything_and_its_snippet_trains_from_load_dataset(tmp_pa
         assert expected in text, expected
     for name in DistillationArguments.__dataclass_fields__:
         assert f"| `{name}` |" in text, name
+    assert "as the paper describes it (no hf-distill extension)" in text and card.data.hf_distill["extensions"] == []
 
     snippet = re.search(r"## Usage.*?```python\n(.*?)```", text, re.S).group(1)
     namespace: dict = {}

@@ -160,3 +160,17 @@ def test_ipc_larger_than_a_class_fails_before_any_training(tmp_path):
         with pytest.raises(ValueError, match="Lower --ipc"):
             DistillationTrainer(args, data=data)
     assert not (tmp_path / "real").exists() and not (tmp_path / "noise").exists()
+
+
+def test_evaluation_models_train_at_eval_lr_and_eval_dsa_strategy(tmp_path, monkeypatch):
+    import hf_distill.trainer as trainer_module
+    configs = []
+    monkeypatch.setattr(trainer_module, "train_and_test", lambda job, *args, **kwargs: configs.append(args[5]) or 50.0)
+    default = DistillationArguments(output_dir=str(tmp_path / "a"), **TINY)
+    assert (default.eval_lr, default.eval_dsa_strategy) == (default.lr_net, default.dsa_strategy)
+    args = DistillationArguments(output_dir=str(tmp_path / "b"), eval_lr=0.03, eval_dsa_strategy="none", **TINY)
+    trainer = DistillationTrainer(args)
+    trainer.train()
+    results = trainer.evaluate()
+    assert configs and {(c.lr, c.augment) for c in configs} == {(0.03, False)}
+    assert (results["protocol"]["lr_net"], results["protocol"]["dsa_strategy"]) == (0.03, "none")

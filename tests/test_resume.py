@@ -91,6 +91,17 @@ def test_same_arguments_and_seed_give_bitwise_identical_images(tmp_path, data, t
     assert not torch.equal(other_seed.images, reference.distilled.images)
 
 
+@pytest.mark.parametrize("extension", [{"image_dsa": True}, {"student_models": ["convnet3", "alexnet_small"]}])
+def test_each_extension_changes_the_images_and_resumes_exactly(tmp_path, data, teachers, reference, extension):
+    def trainer():
+        return DistillationTrainer(_args(tmp_path / "run", teachers, save_total_limit=None, **extension), data=data)
+    extended = trainer().train()
+    assert not torch.equal(extended.images, reference.distilled.images)  # the faithful path is the reference
+    # checkpoint-4 holds the students of the refresh at iteration 3: alexnet_small ones with --student_models
+    assert torch.equal(trainer().train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-4")).images,
+                       extended.images)
+
+
 def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path, data, teachers, reference):
     out = tmp_path / "run"
     flags = _flags(out, teachers)

@@ -53,6 +53,7 @@ def test_our_set_is_scored_under_apm_and_hard_next_to_fresh_random_subsets_and_t
     assert rows[1:] == [("run", "apm", 2, [50.0, 51.0]), ("random subset, new draw per run", "apm", 2, [50.0, 51.0]),
                         ("run", "hard", 2, [50.0, 51.0]), ("random subset, new draw per run", "hard", 2, [50.0, 51.0])]
     assert rows[0][:2] == ("teachers (1)", "-") and result.rows[0].mean > 30  # the teacher learned something
+    assert {(r.dataset, r.test_size) for r in result.rows} == {("digits", len(digits.test_labels))}
     by_set = {(name, mode, r): (images, targets) for name, mode, r, images, targets in recorded}
     assert torch.equal(by_set["set", "logits_l1", 0][0], by_set["set", "logits_l1", 1][0])
     assert not torch.equal(by_set["random_subset", "hard", 0][0], by_set["random_subset", "hard", 1][0])  # new draws
@@ -158,23 +159,27 @@ def test_torch_compile_compiles_every_fresh_model_and_scores_as_eager(run, digit
         assert abs(a - b) <= 1.0
 
 
-def test_leaderboard_by_architecture_puts_each_set_on_one_line(tmp_path):
-    def row(name, model, mean, protocol="hard", ipc=10):
-        return scoring.ScoreRow(name, "M", ipc, protocol, model, mean, 1.0, [mean] * 3, "test", "cpu", 300, 0.01)
+def test_leaderboard_by_architecture_puts_each_set_on_one_line_per_source_dataset(tmp_path):
+    def row(name, model, mean, dataset="data/small", test_size=1017):
+        return scoring.ScoreRow(name, "M", 10, "hard", model, mean, 1.0, [mean] * 3, "test", "cpu", 300, 0.01,
+                                dataset=dataset, test_size=test_size)
     board = append_leaderboard(tmp_path / "board.json", [
         row("A", "convnet3", 40.0), row("B", "convnet3", 60.0), row("A", "vgg11_small", 30.0),
-        scoring.ScoreRow("teachers (1)", "teacher", 0, "-", "-", 70.0, 0.0, [70.0], "test", "cpu", 0, 0.0)])
+        row("A", "convnet3", 45.0, "org/full", 10000),
+        scoring.ScoreRow("teachers (1)", "teacher", 0, "-", "-", 70.0, 0.0, [70.0], "test", "cpu", 0, 0.0,
+                         dataset="data/small", test_size=1017)])
     table = subprocess.run([sys.executable, "-m", "hf_distill", "leaderboard", str(board), "--by_architecture"],
                            cwd=ROOT, capture_output=True, text=True, timeout=600).stdout.splitlines()
-    assert table[0] == "| set | method | IPC | protocol | epochs | runs | convnet3 | vgg11_small |"
-    assert table[2:4] == ["| B | M | 10 | hard | 300 | 3 | 60.0 ± 1.0 | - |",  # best first on convnet3
-                          "| A | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | 30.0 ± 1.0 |"]
-    assert "teachers (1): 70.0 ± 0.0." in table
+    assert table[0] == "| data (test images) | set | method | IPC | protocol | epochs | runs | convnet3 | vgg11_small |"
+    assert table[2:5] == ["| small test (1,017) | B | M | 10 | hard | 300 | 3 | 60.0 ± 1.0 | - |",  # best first
+                          "| small test (1,017) | A | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | 30.0 ± 1.0 |",
+                          "| full test (10,000) | A | M | 10 | hard | 300 | 3 | 45.0 ± 1.0 | - |"]  # a line per source
+    assert "teachers (1) (small test (1,017)): 70.0 ± 0.0." in table
     remade = {"fingerprint": "remade"}  # another set under a known name keeps a line of its own, named by fingerprint
     append_leaderboard(board, [scoring.ScoreRow(**{**json.loads(board.read_text())["rows"][0], **remade})])
     table = render_leaderboard(board, by_architecture=True).splitlines()
-    assert "| A [no fingerprint] | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | 30.0 ± 1.0 |" in table
-    assert "| A [remade] | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | - |" in table and "| B | M | 10 |" in table[2]
+    assert "| small test (1,017) | A [no fingerprint] | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | 30.0 ± 1.0 |" in table
+    assert "| small test (1,017) | A [remade] | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | - |" in table
 
 
 def test_rows_trained_on_an_earlier_model_definition_are_left_out_of_the_leaderboard(tmp_path):
@@ -188,7 +193,7 @@ def test_rows_trained_on_an_earlier_model_definition_are_left_out_of_the_leaderb
     assert "| runs | vgg11_small | convnet3 |" in table  # columns in the order of the rows shown
     assert "| A | M | 10 | hard | 300 | 3 | 30.0 ± 1.0 | 45.0 ± 1.0 |" in table and "40.0" not in table
     assert "| B | M | 10 | hard | 300 | 3 | - | 50.0 ± 1.0 |" in table  # rows that recorded no definition are kept
-    assert "teachers (1): 70.0 ± 0.0." in table
+    assert "teachers (1) (? test): 70.0 ± 0.0." in table
     assert table.endswith("Left out: 1 row(s) trained on another definition of convnet3 than the latest "
                           "(`model_fingerprint`).")
     assert "40.0" not in render_leaderboard(board)
