@@ -124,7 +124,7 @@ def test_run_folder_problems_give_status_2_and_keep_the_folder(tmp_path, pool):
     before = sorted(p.relative_to(run) for p in run.rglob("*"))
     teachers = ["--teachers", str(pool / "teachers"), "--output_dir", str(run)]
     other = distill(*TINY, *NO_EVAL, *teachers, "--lr_img", "1.0")
-    assert_one_line_error(other, 2, r"holds a run with other arguments \(--lr_img 3.3 -> 1.0\).*--overwrite_output_dir")
+    assert_one_line_error(other, 2, r"holds a run with other arguments \(--lr_img 0.33 -> 1.0\).*--overwrite_output_dir")
     state = run / "checkpoint-4" / "state.safetensors"
     state.write_bytes(state.read_bytes()[:100])
     corrupt = distill(*TINY, *NO_EVAL, *teachers, "--resume_from_checkpoint", "last")

@@ -174,7 +174,7 @@ def test_output_dir_of_another_configuration_is_refused(tmp_path, digits, teache
     out = tmp_path / "run"
     DistillationTrainer(_args(out, teachers), data=digits).train()
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2", "checkpoint-4"]
-    with pytest.raises(ValueError, match=r"holds a run with other arguments \(--lr_img 3.3 -> 1.0\).*--overwrite_output_dir"
+    with pytest.raises(ValueError, match=r"holds a run with other arguments \(--lr_img 0.33 -> 1.0\).*--overwrite_output_dir"
                                          r".*--resume_from_checkpoint"):
         DistillationTrainer(_args(out, teachers, lr_img=1.0), data=digits)
     # logging, checkpointing and evaluation settings may change, e.g. to resume with --do_eval
