@@ -9,8 +9,9 @@
     python benchmarks/score_peers.py --models resnet18_small --ipc 1 --epochs 300 --torch_compile   # cheap rows first
     python benchmarks/score_peers.py --compare                        # only rebuild the comparison with the papers
 
-Every set is scored with `hf_distill.evaluate_set` on the bit-exact test split of ../shared/data/cifar10_5k (1,017
-images; the papers used the full 10,000), next to one random-subset row per IPC, protocol and architecture (a new
+Every set is scored with `hf_distill.evaluate_set` on the test split of `--dataset` (default: the bit-exact
+../shared/data/cifar10_5k, 1,017 images; the papers used the full 10,000, as ../shared/data/cifar10_jpeg has in a
+JPEG q75 copy), next to one random-subset row per IPC, protocol and architecture (a new
 draw per run). Rows go to `benchmarks/results/leaderboard.json` (render: `hf-distill leaderboard
 benchmarks/results/leaderboard.json`); the comparison with each paper's reported ConvNet accuracy is printed and
 written to `leaderboard_vs_papers.md`.
@@ -47,6 +48,7 @@ def main() -> None:
                         help="Score only sets of these IPCs (e.g. 1: the cheap rows first on a costly architecture).")
     parser.add_argument("--ours", default=None, help="Our distilled/ folder of CIFAR-10 5k IPC 10.")
     parser.add_argument("--teachers", default=None, help="The teacher pool of --ours (adds the `apm` protocol).")
+    parser.add_argument("--dataset", default=str(SOURCE), help="Source dataset whose test split scores every set.")
     parser.add_argument("--output", default=str(RESULTS / "leaderboard.json"))
     parser.add_argument("--ours_only", action="store_true", help="Score only --ours (the peers' rows stay).")
     parser.add_argument("--fresh", action="store_true", help="Start --output anew (default: add only missing rows).")
@@ -56,7 +58,7 @@ def main() -> None:
     output = Path(args.output)
     if not args.compare:
         score(args, output)
-    text = compare_with_papers(output)
+    text = compare_with_papers(output, args.dataset)
     (output.parent / f"{output.stem}_vs_papers.md").write_text(text + "\n")
     print(text)
 
@@ -66,7 +68,7 @@ def score(args: argparse.Namespace, output: Path) -> None:
     then the CIFAR-10 peers, with the random-subset rows (one per IPC and protocol); a stopped run resumes there.
     Rows are matched by fingerprint too, so a re-made set under a known name is scored, not skipped, and by
     `model_fingerprint`, so a changed model definition is scored again."""
-    data = load_image_dataset(str(SOURCE))
+    data = load_image_dataset(args.dataset)
     if args.fresh:
         output.unlink(missing_ok=True)
     done = {_key(r) for r in (json.loads(output.read_text())["rows"] if output.exists() else [])}
@@ -89,9 +91,12 @@ def score(args: argparse.Namespace, output: Path) -> None:
 
 
 def _key(row: dict) -> tuple:
-    """What makes two leaderboard rows one score: the set and its fingerprint, IPC, protocol, epochs, and the
-    architecture and its `model_fingerprint` (rows trained on another definition of a model do not count)."""
-    return tuple(row.get(k) for k in ("set", "ipc", "protocol", "epochs", "fingerprint", "model", "model_fingerprint"))
+    """What makes two leaderboard rows one score: the source dataset, the set and its fingerprint, IPC, protocol,
+    epochs, and the architecture and its `model_fingerprint` (rows trained on another definition of a model do not
+    count)."""
+    source = Path(str(row.get("dataset"))).name  # by folder name: rows record the path as it was given
+    return (source, *(row.get(k) for k in ("set", "ipc", "protocol", "epochs", "fingerprint", "model",
+                                           "model_fingerprint")))
 
 
 def _score_missing(path: str, scored: SetToScore, protocol: str, model: str, model_print: str,
@@ -101,8 +106,8 @@ def _score_missing(path: str, scored: SetToScore, protocol: str, model: str, mod
     random-subset row of its IPC if that is missing (fingerprint `random_print`: the labelling pool's, None for hard
     labels; under a soft protocol only with a teacher to label it), both trained on the `model_print` definition of
     `model`."""
-    row = dict(ipc=scored.ipc, protocol=protocol, epochs=args.epochs or PROTOCOLS[protocol].epochs, model=model,
-               model_fingerprint=model_print)
+    row = dict(dataset=args.dataset, ipc=scored.ipc, protocol=protocol, epochs=args.epochs or PROTOCOLS[protocol].epochs,
+               model=model, model_fingerprint=model_print)
     if _key(dict(row, set=scored.name, fingerprint=scored.fingerprint)) in done:
         return
     random_subset = _key(dict(row, set=RANDOM_SUBSET_ROW, fingerprint=random_print)) not in done and (
@@ -114,12 +119,15 @@ def _score_missing(path: str, scored: SetToScore, protocol: str, model: str, mod
     print(result.to_markdown(), flush=True)
 
 
-def compare_with_papers(output: Path) -> str:
-    """Each scored peer's convnet3 `hard` row (on convnet3's latest definition) next to the ConvNet accuracy its paper
-    reports (release metadata)."""
-    lines = ["| set | paper (ConvNet, 10,000 test images) | here (convnet3, hard, 1,017 test images) | difference |",
+def compare_with_papers(output: Path, dataset: str) -> str:
+    """Each scored peer's convnet3 `hard` row on `dataset` (on convnet3's latest definition) next to the ConvNet
+    accuracy its paper reports (release metadata)."""
+    rows = [r for r in current_rows([ScoreRow(**r) for r in json.loads(output.read_text())["rows"]])[0]
+            if Path(str(r.dataset)).name == Path(dataset).name]
+    size = next((f"{r.test_size:,}" for r in rows if r.test_size), "?")
+    lines = [f"| set | paper (ConvNet, 10,000 test images) | here (convnet3, hard, {size} test images) | difference |",
              "|---|---|---|---|"]
-    for row in current_rows([ScoreRow(**r) for r in json.loads(output.read_text())["rows"]])[0]:
+    for row in rows:
         path = PEERS / f"{row.set}.safetensors"
         if row.model != "convnet3" or row.protocol != "hard" or not path.exists():
             continue
