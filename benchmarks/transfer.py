@@ -14,7 +14,8 @@ again, so an interrupted call resumes.
   class ids), `kd:T` (KL to teacher 0's logits at temperature T), or `own` (L1 to the logits of a teacher of the
   evaluation architecture, trained like the run's teachers into `<pool>-<architecture>/` the first time).
 - `--split test` scores on the test split; `--split val` on 1,000 train images outside every scored set (for
-  choosing evaluation settings without reading test).
+  choosing evaluation settings without reading test). The random draws of `--runs` are left out of it, so rows
+  share one validation slice only when they share `--runs`.
 """
 
 from __future__ import annotations

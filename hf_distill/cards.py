@@ -56,7 +56,7 @@ def dataset_card(distilled: DistilledSet, dataset: datasets.Dataset, download_si
         task_categories=["image-classification"], tags=["dataset-distillation", "synthetic", "apm", "hf-distill"],
         size_categories=[_size_category(len(dataset))],
         source_datasets=[source["dataset"]] if source.get("url") else None,
-        hf_distill={"method": "APM", "paper": "arXiv:2312.08912", "extensions": _extensions(args),
+        hf_distill={"method": "APM", "paper": "arXiv:2312.08912", "extensions": _extensions(args, meta.get("model")),
                     "ipc": distilled.ipc, "model": meta.get("model"),
                     "preprocessing": distilled.preprocessing.describe(),
                     "soft_labels": meta.get("soft_labels", "teacher logits"),
@@ -76,7 +76,8 @@ def dataset_card(distilled: DistilledSet, dataset: datasets.Dataset, download_si
         class_names=", ".join(distilled.class_names), channels=images.shape[1], resolution=images.shape[-1],
         preprocessing=_preprocessing_text(distilled.preprocessing), soft_labels=card_data.hf_distill["soft_labels"],
         iterations_done=meta.get("iterations_done"),
-        extensions="; ".join(EXTENSIONS[flag] for flag in _extensions(args)), teachers=_teachers(meta.get("teachers", {}), eval_results),
+        extensions="; ".join(EXTENSIONS[flag] for flag in _extensions(args, meta.get("model"))),
+        teachers=_teachers(meta.get("teachers", {}), eval_results),
         arguments=[(k, json.dumps(v)) for k, v in args.items()],
         evaluation=_evaluation(eval_results), compute=_compute(meta.get("compute"), eval_results),
         usage=_usage(repo_id, meta.get("model") or "convnet3", args, distilled),
@@ -110,9 +111,9 @@ EXTENSIONS = {"image_dsa": "`--image_dsa`: the image update saw the images throu
               "student_models": "`--student_models`: students of several architectures, taken in turn"}
 
 
-def _extensions(args: dict) -> list[str]:
-    """The `EXTENSIONS` flags that were on in the run that made the set."""
-    return [flag for flag in EXTENSIONS if args.get(flag)]
+def _extensions(args: dict, model: str | None) -> list[str]:
+    """The `EXTENSIONS` flags that were on in the run that made the set (students of `model` alone are the paper's)."""
+    return [flag for flag in EXTENSIONS if args.get(flag) and args.get(flag) != [model]]
 
 
 def _name(source: dict, ipc: int | None) -> str:

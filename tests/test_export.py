@@ -87,7 +87,7 @@ def test_saved_folder_is_a_hub_dataset_repo(tmp_path, channels, zca):
 
 def test_the_card_names_each_extension_beyond_the_paper(tmp_path):
     metadata = run_metadata()
-    metadata["args"]["image_dsa"] = True
+    metadata["args"].update(image_dsa=True, student_models=["convnet3"])  # students of the run's model: the paper's
     card = DatasetCard.load(save_distilled(synthetic_set(1, False, metadata=metadata), tmp_path / "d") / "README.md")
     assert card.data.hf_distill["extensions"] == ["image_dsa"]
     assert "with what hf-distill adds to the paper:\n`--image_dsa`" in card.text and "no hf-distill extension" not in card.text
