@@ -17,8 +17,7 @@ import torch
 
 from hf_distill import load_distilled, load_image_dataset
 from hf_distill.evaluation import sample_real_subset
-from hf_distill.teacher_repos import resolve_teacher_pool
-from hf_distill.teachers import load_teacher, teacher_dir
+from hf_distill.teachers import TeacherPool
 from hf_distill.apm import snapshot_epochs
 from hf_distill.models import create_model
 from hf_distill.training import FitConfig, fit, predict
@@ -26,14 +25,13 @@ from hf_distill.training import FitConfig, fit, predict
 
 def main(output_dir: str) -> None:
     distilled = load_distilled(Path(output_dir) / "distilled")
-    args = distilled.metadata["args"]
+    args = distilled.metadata.args
     pool = args["teachers"] or str(Path(output_dir) / "teachers")
-    root = resolve_teacher_pool(pool, 1)
     data = load_image_dataset(args["dataset"], args["dataset_config_name"], args["image_column"], args["label_column"],
                               args["train_split"], args["test_split"], args["resolution"])
     index = sample_real_subset(data.train_labels, distilled.ipc, data.num_classes, torch.Generator().manual_seed(args["seed"]))
     start = distilled.preprocessing(data.train_images[index])
-    teacher, _ = load_teacher(teacher_dir(root, 0))
+    teacher = TeacherPool.open(pool).load(data, count=1)[0][0]
     start_logits = predict(teacher, start)
     print(f"image std at start {start.std():.3f}, mean |change| {(distilled.images - start).abs().mean():.3f}")
     for name, logits in (("real start", start_logits), ("distilled", distilled.soft_labels)):
@@ -41,7 +39,7 @@ def main(output_dir: str) -> None:
         print(f"{name:>10}: teacher-0 argmax == label {agree:.0f}%, mean |soft label| {logits.abs().mean():.2f}")
     epochs = args["student_epochs"]
     torch.manual_seed(args["seed"])
-    student = create_model(distilled.metadata["model"], data.num_classes, data.channels, data.resolution,
+    student = create_model(distilled.metadata.model, data.num_classes, data.channels, data.resolution,
                            **args["model_kwargs"])
     config = FitConfig(epochs=epochs, lr=args["lr_net"], batch_size=args["batch_size"], loss="l1",
                        dsa_strategy=args["dsa_strategy"])

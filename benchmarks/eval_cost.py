@@ -150,7 +150,7 @@ def main() -> None:
         print(f"together, {ipc}: one after another / together = {r['median_ratio']:.2f}x "
               f"(rounds {[round(x, 2) for x in r['ratio_one_after_another_over_together']]}), "
               f"weights differ by at most {r['max_weight_difference']:.1e}", flush=True)
-    from hf_distill.trainer import hardware_description
+    from hf_distill.host import hardware_description
     Path(args.out).write_text(json.dumps({
         "command": "python benchmarks/eval_cost.py " + " ".join(sys.argv[1:]),
         "device": args.device, "hardware": hardware_description(), "torch": torch.__version__,

@@ -21,8 +21,9 @@ N train rows and 10,000 test rows, seed 0) under --work and measures, one phase 
 checks what it exported: 1000 rows, 1000-wide soft labels, the 1000 class names, readable by `load_dataset`; it writes
 benchmarks/results/scale_e2e.json.
 
-Peak RSS is the process's `ru_maxrss` (it includes the store's file-backed pages it touched); peak RssAnon is sampled
-from /proc/self/status every 2 ms (anonymous memory only: what the process itself allocated).
+Peak RSS is the process's `VmHWM` (`hf_distill.host.peak_rss_mb`; it includes the store's file-backed pages it
+touched); peak RssAnon is sampled from /proc/self/status every 2 ms by `hf_distill.host.PeakSampler` (anonymous memory
+only: what the process itself allocated).
 """
 
 import argparse
@@ -33,7 +34,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -50,40 +50,10 @@ PHASES = ("prepare", "decode-1", "decode-2", "reload", "fit", "teacher", *(f"apm
 
 
 # ------------------------------------------------------------------------------------------- one phase, in its process
-class PeakAnon:
-    """Samples this process's RssAnon every 2 ms in a daemon thread; `peak_mb` is the largest value seen."""
-
-    def __init__(self):
-        self.peak_kb = self.overall_kb = self._now()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    @staticmethod
-    def _now() -> int:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:"))
-
-    def _run(self) -> None:
-        while True:
-            self.peak_kb = max(self.peak_kb, self._now())
-            self.overall_kb = max(self.overall_kb, self.peak_kb)
-            time.sleep(0.002)
-
-    @property
-    def peak_mb(self) -> float:
-        """The peak of the whole process so far."""
-        return max(self.overall_kb, self._now()) / 1024
-
-    def take(self) -> float:
-        """The peak of the current window (MB); the next window starts from the current value."""
-        peak = max(self.peak_kb, self._now())
-        self.peak_kb = self._now()
-        self.overall_kb = max(self.overall_kb, peak)
-        return peak / 1024
-
-
 def run_phase(phase: str, data: Path, cache: Path, scratch: Path) -> dict:
     """Run one phase in this process and return its measurements."""
-    memory = PeakAnon()
+    from hf_distill.host import PeakSampler, peak_rss_mb, status_kb
+    memory = PeakSampler(lambda: status_kb("RssAnon"))
     import datasets
     import torch
 
@@ -132,13 +102,13 @@ def run_phase(phase: str, data: Path, cache: Path, scratch: Path) -> dict:
                        iteration_s=timing.refresh_s + timing.image_step_s)
             shutil.rmtree(scratch, ignore_errors=True)
     out["seconds"] = time.perf_counter() - start
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     out["peak_rss_anon_mb"] = memory.peak_mb
     out["children_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return out
 
 
-def _record_peak_after(trainer, method: str, memory: PeakAnon, out: dict, *names: str) -> None:
+def _record_peak_after(trainer, method: str, memory, out: dict, *names: str) -> None:
     """Wrap `trainer.<method>` so that the RssAnon peak of the window before it is stored under names[0] and, with a
     second name, the peak of its own call under names[1] (the benchmark's view into one iteration's phases)."""
     real = getattr(trainer, method)
@@ -270,7 +240,7 @@ def main() -> None:
         return
     import torch
 
-    from hf_distill.trainer import hardware_description
+    from hf_distill.host import hardware_description
 
     result = {"hardware": hardware_description(), "torch": torch.__version__, "python": platform.python_version(),
               "apm_setting": {**APM, "segment_size": list(SEGMENTS), "teacher": "random init (reduced)"}, "runs": []}

@@ -22,13 +22,14 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 
 from hf_distill import evaluate_set, load_image_dataset
 from hf_distill.data import ImageClassificationData
-from hf_distill.scoring import (PROTOCOLS, RANDOM_SUBSET_ROW, ScoreRow, SetToScore, append_leaderboard,
-                                current_rows, load_pool, model_fingerprint, pool_fingerprint, read_set)
+from hf_distill.evaluation import PROTOCOLS
+from hf_distill.leaderboard import ScoreRow, append_leaderboard, current_rows
+from hf_distill.scoring import RANDOM_SUBSET_ROW, SetToScore, model_fingerprint, pool_fingerprint, read_set
+from hf_distill.teachers import TeacherPool
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT.parent / "shared" / "peers"
@@ -78,7 +79,7 @@ def score(args: argparse.Namespace, output: Path) -> None:
         ours = read_set(args.ours, data, method="APM (hf-distill)")
         protocols = ["apm", "hard"] if args.teachers and ours.soft_labels is not None else ["hard"]  # apm: soft labels
         sets[:0] = [(args.ours, ours, protocol) for protocol in protocols]
-    pool_print = pool_fingerprint(load_pool(args.teachers, data, torch.device("cpu"))[0]) if args.teachers else None
+    pool_print = pool_fingerprint(TeacherPool.open(args.teachers).load(data)[0]) if args.teachers else None
     for model in args.models:
         model_print = model_fingerprint(model)
         for path, scored, protocol in sets:

@@ -297,7 +297,7 @@ def ratios(this: list[dict], other: list[dict]) -> dict[str, float]:
 
 def environment(opts: argparse.Namespace) -> dict:
     import torch
-    from hf_distill.trainer import hardware_description
+    from hf_distill.host import hardware_description
     return {"hardware": hardware_description(), "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "device": opts.device, "mixed_precision": opts.mixed_precision,
             "torch_compile (this checkout)": opts.torch_compile,

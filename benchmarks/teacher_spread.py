@@ -18,11 +18,11 @@ import argparse
 import torch
 
 from hf_distill import load_image_dataset
-from hf_distill.evaluation import EvalJob, sample_real_subset, summarize, train_and_test
+from hf_distill.evaluation import EvalJob, LabelledSet, get_protocol, sample_real_subset, train_and_test
 from hf_distill.files import write_json
-from hf_distill.teacher_repos import pool_size
-from hf_distill.teachers import load_preprocessing, load_teacher, teacher_dir
-from hf_distill.training import FitConfig, predict
+from hf_distill.records import Summary
+from hf_distill.teachers import TeacherPool, read_teacher_config
+from hf_distill.training import predict
 
 
 def main() -> None:
@@ -35,20 +35,22 @@ def main() -> None:
     parser.add_argument("--read_test", action="store_true", help="accept a pool scored on the test split (reporting only)")
     parser.add_argument("--output", help="a JSON file for the scores (e.g. benchmarks/results/baseline_spread/<name>.json)")
     args = parser.parse_args()
-    count = pool_size(args.teachers)
+    pool = TeacherPool(args.teachers)
+    count = len(pool)
     if count == 0:
         raise SystemExit(f"No teacher-000 in {args.teachers}: pass a local pool folder written by tune.py.")
-    teachers, configs = zip(*(load_teacher(teacher_dir(args.teachers, i)) for i in range(count)))
-    source = configs[0]["source"]
+    first = read_teacher_config(pool.teacher_dir(0))
+    source = first.source
     if source["test_split"].split("[")[0] != source["train_split"].split("[")[0] and not args.read_test:
         raise SystemExit(f"{args.teachers} is scored on the split '{source['test_split']}', not on a slice of its train "
                          f"split '{source['train_split']}'; pass a validation pool written by tune.py, or add "
                          f"--read_test to describe the test baseline (never to choose a setting).")
     data = load_image_dataset(source["dataset"], source["config_name"], source["image_column"], source["label_column"],
-                              source["train_split"], source["test_split"], configs[0]["resolution"])
-    preprocessing = load_preprocessing(args.teachers)
-    config = FitConfig(epochs=args.eval_epochs, lr=args.lr_net, loss="l1")
-    job = EvalJob("random_subset", "logits_l1", configs[0]["architecture"], 0)
+                              source["train_split"], source["test_split"], first.resolution)
+    teachers, configs = pool.load(data)
+    preprocessing = pool.preprocessing
+    protocol = get_protocol("apm", epochs=args.eval_epochs, lr=args.lr_net)
+    job = EvalJob("random_subset", "apm", first.architecture, 0)
     print(f"{source['dataset']} train {source['train_split']}, scored on {source['test_split']}, IPC {args.ipc}")
     print("draw | " + " | ".join(f"teacher {i}" for i in range(count)))
     scores: list[list[float]] = [[] for _ in range(count)]
@@ -56,10 +58,11 @@ def main() -> None:
         index = sample_real_subset(data.train_labels, args.ipc, data.num_classes, torch.Generator().manual_seed(draw))
         images = preprocessing(data.train_images[index])
         for i, teacher in enumerate(teachers):
-            scores[i].append(train_and_test(job, images, data.train_labels[index], predict(teacher, images), data,
-                                            preprocessing, config, draw, configs[i]["model_kwargs"]))
+            labelled = LabelledSet(images, data.train_labels[index], predict(teacher, images))
+            scores[i].append(train_and_test(job, labelled, protocol, data, preprocessing, draw,
+                                            model_kwargs=configs[i].model_kwargs))
         print(f"{draw} | " + " | ".join(f"{s[-1]:.1f}" for s in scores), flush=True)
-    summaries = [summarize(s) for s in scores]
+    summaries = [Summary.of(s).to_dict() for s in scores]
     print("mean | " + " | ".join("{mean:.1f} +- {std:.1f}".format(**s) for s in summaries))
     if args.output:
         write_json(args.output, {"teachers": args.teachers, "source": source, "ipc": args.ipc, "draws": args.draws,

@@ -31,12 +31,13 @@ import torch
 
 from hf_distill.checkpoints import ARGS_FILE, CHECKPOINT_PREFIX, load_checkpoint
 from hf_distill.data import ImageClassificationData, load_image_dataset
-from hf_distill.evaluation import EvalJob, random_draw, sample_real_subset, summarize, train_and_test
+from hf_distill.evaluation import EvalJob, LabelledSet, get_protocol, random_draw, sample_real_subset, train_and_test
 from hf_distill.files import write_json
 from hf_distill.preprocessing import Preprocessing
-from hf_distill.teachers import TeacherSpec, load_preprocessing, load_teacher, save_teacher, teacher_dir, train_teacher
-from hf_distill.trainer import hardware_description
-from hf_distill.training import FitConfig, predict
+from hf_distill.host import hardware_description
+from hf_distill.records import Summary
+from hf_distill.teachers import TeacherPool, TeacherSpec, save_preprocessing
+from hf_distill.training import predict
 
 HERE = Path(__file__).resolve().parent
 VALIDATION_SIZE = 1000
@@ -65,26 +66,26 @@ def images_at(run: Path, iteration: int, start: torch.Tensor) -> torch.Tensor:
 def own_teacher(pool: Path, model: str, args: dict, data: ImageClassificationData,
                 preprocessing: Preprocessing) -> torch.nn.Module:
     """Teacher 0 of a pool of `model`, trained like the run's teachers (epochs, seed, DSA) the first time."""
-    root = pool.parent / f"{pool.name}-{model}"
-    if not (teacher_dir(root, 0) / "config.json").exists():
+    own = TeacherPool(pool.parent / f"{pool.name}-{model}")
+    if own.missing(1):
+        save_preprocessing(preprocessing, own.root)  # the run's pool's, so both teachers see the same inputs
         spec = TeacherSpec(model, {}, args["teacher_epochs"], args["seed"], args["batch_size"], args["dsa_strategy"])
-        teacher, config = train_teacher(spec, data, preprocessing, "cpu", progress=f"{model} teacher")
-        save_teacher(teacher, config, teacher_dir(root, 0))
-        print(f"{model} teacher: train accuracy {config['train_accuracy']:.1f}% ({root})", flush=True)
-    return load_teacher(teacher_dir(root, 0))[0]
+        config = own.train(0, spec, data, torch.device("cpu"), progress=f"{model} teacher")
+        print(f"{model} teacher: train accuracy {config.train_accuracy:.1f}% ({own.root})", flush=True)
+    return own.load(data, count=1)[0][0]
 
 
 def targets(labels: str, images: torch.Tensor, teacher: torch.nn.Module,
             own: Callable[[], torch.nn.Module]) -> tuple[str, torch.Tensor | None, float]:
-    """(label mode, soft labels, kd temperature) of a `--labels` value for `images`."""
+    """(protocol, soft labels, kd temperature) of a `--labels` value for `images`."""
     if labels == "hard":
         return "hard", None, 4.0
     if labels == "teacher":
-        return "logits_l1", predict(teacher, images), 4.0
+        return "apm", predict(teacher, images), 4.0
     if labels.startswith("kd:"):
         return "kd", predict(teacher, images), float(labels.removeprefix("kd:"))
     if labels == "own":
-        return "logits_l1", predict(own(), images), 4.0
+        return "apm", predict(own(), images), 4.0
     raise SystemExit(f"error: --labels {labels!r}: use teacher, hard, kd:T or own.")
 
 
@@ -99,7 +100,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         paired = "-"
         if r["images"] not in ("0", "random") and settings(r) in start and len(r["runs"]) > 1:
-            gaps = summarize([a - b for a, b in zip(r["runs"], start[settings(r)])])
+            gaps = Summary.of([a - b for a, b in zip(r["runs"], start[settings(r)])]).to_dict()
             paired = f"{gaps['mean']:+.1f} ± {gaps['std']:.1f}"
         lines.append(f"| {r['images']} | {r['labels']} | {r['model']} | {r['epochs']} | {r['lr']} | "
                      f"{'on' if r['augment'] else 'off'} | {r['split']} ({r['test_size']}) | {len(r['runs'])} | "
@@ -131,8 +132,8 @@ def main() -> None:
     data = load_image_dataset(args["dataset"], args["dataset_config_name"], args["image_column"], args["label_column"],
                               args["train_split"], args["test_split"], args["resolution"])
     pool = Path(args["teachers"] or opts.run / "teachers")
-    preprocessing = load_preprocessing(pool)
-    teacher, _ = load_teacher(teacher_dir(pool, 0))
+    preprocessing = TeacherPool(pool).preprocessing
+    teacher = TeacherPool(pool).load(data, count=1)[0][0]
     ipc, classes, seed = args["ipc"], data.num_classes, args["seed"]
     start_index = sample_real_subset(data.train_labels, ipc, classes, torch.Generator().manual_seed(seed))
     start = preprocessing(data.train_images[start_index])
@@ -154,8 +155,6 @@ def main() -> None:
                        "augment": not opts.no_augment, "split": opts.split}
                 if any(all(row.get(k) == v for k, v in key.items()) and len(row["runs"]) == opts.runs for row in rows):
                     continue
-                config = FitConfig(epochs=opts.epochs, lr=lr, batch_size=args["batch_size"], augment=not opts.no_augment,
-                                   dsa_strategy=args["dsa_strategy"])
                 scores, began = [], time.perf_counter()
                 for r in range(opts.runs):
                     if image_spec == "random":
@@ -163,13 +162,15 @@ def main() -> None:
                         images, hard = preprocessing(data.train_images[index]), data.train_labels[index]
                     else:
                         images, hard = images_at(opts.run, int(image_spec), start), labels_of_set
-                    mode, soft, temperature = targets(labels, images, teacher,
+                    name, soft, temperature = targets(labels, images, teacher,
                                                       lambda: own_teacher(pool, model, args, full, preprocessing))
-                    job = EvalJob(image_spec, mode, model, r)
-                    fit_config = dataclasses.replace(config, kd_temperature=temperature)
+                    protocol = get_protocol(name, epochs=opts.epochs, lr=lr, kd_temperature=temperature,
+                                            augmentation="none" if opts.no_augment else args["dsa_strategy"])
                     kwargs = args["model_kwargs"] if model == (args["model"] or "convnet3") else {}
-                    scores.append(train_and_test(job, images, hard, soft, data, preprocessing, fit_config, seed, kwargs))
-                row = {**key, **summarize(scores), "seconds": time.perf_counter() - began,
+                    scores.append(train_and_test(EvalJob(image_spec, name, model, r), LabelledSet(images, hard, soft),
+                                                 protocol, data, preprocessing, seed, args["batch_size"],
+                                                 model_kwargs=kwargs))
+                row = {**key, **Summary.of(scores).to_dict(), "seconds": time.perf_counter() - began,
                        "test_size": len(data.test_labels), "hardware": hardware_description()}
                 rows.append(row)
                 write_json(out, rows)

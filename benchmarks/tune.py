@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from hf_distill.evaluation import summarize
+from hf_distill.records import Summary
 from run import run_once
 
 HERE = Path(__file__).resolve().parent
@@ -67,10 +67,10 @@ def by_setting(scored: list[dict], default_seed: int) -> list[dict]:
         group["gains"][seed] = c["gain"]
         group["runs"][seed] = c
     for group in groups.values():
-        gain, runs = summarize(list(group["gains"].values())), group.pop("runs").values()
+        gain, runs = Summary.of(list(group["gains"].values())).to_dict(), group.pop("runs").values()
         group["mean_gain"], group["std_gain"] = gain["mean"], gain["std"]
         for name in ("distilled", "random_subset"):
-            group[name] = summarize([c[name]["mean"] for c in runs])
+            group[name] = Summary.of([c[name]["mean"] for c in runs]).to_dict()
     return list(groups.values())
 
 

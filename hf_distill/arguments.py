@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from .augment import DEFAULT_STRATEGY, parse_strategy
+from .evaluation import NO_AUGMENTATION, PROTOCOL_ALIASES, PROTOCOLS, protocol_name
 from .trackers import tracker_names
 
-LABEL_MODES = ("logits_l1", "kd", "hard")
-DEFAULT_LABEL_MODES = ("logits_l1", "hard")  # the headline and the hard-label score that spec §7 always reports
+DEFAULT_PROTOCOLS = ("apm", "hard")  # the headline and the hard-label score that spec §7 always reports
+ARGUMENT_ALIASES = {"eval_label_modes": "eval_protocols"}  # earlier names, still read from YAML and flags
 
 # Fields that leave the distilled images unchanged: an output_dir or a checkpoint may be reused when only these differ.
 RUN_NEUTRAL_FIELDS = ("output_dir", "preprocessing_num_workers", "cache_dir", "logging_steps", "report_to", "logging_dir",
                       "run_name", "save_steps", "save_total_limit",
                       "resume_from_checkpoint", "overwrite_output_dir", "do_eval", "eval_models", "eval_epochs",
-                      "num_eval_runs", "eval_label_modes", "eval_lr", "eval_dsa_strategy", "kd_temperature",
+                      "num_eval_runs", "eval_protocols", "eval_lr", "eval_dsa_strategy", "kd_temperature",
                       "push_to_hub", "hub_dataset_id", "hub_private", "hub_teachers_id")
-NO_AUGMENTATION = "none"  # --eval_dsa_strategy value that trains evaluation models on the images as they are
 LAST_CHECKPOINT = ("true", "last")  # --resume_from_checkpoint values meaning the newest checkpoint in output_dir
 
 # Defaults that depend on the dataset ("configs as data"); a value given by the user always wins.
@@ -53,7 +53,7 @@ class DistillationArguments:
       each kept at its epoch of best *test* accuracy; here: lr x0.1 at half, the last epoch is kept).
     - `zca` off (Table A9 whitens CIFAR: pass --zca). Without ZCA the official code normalises with fixed CIFAR
       statistics; here the mean and std are fitted on the train split.
-    - `num_eval_runs` 3 (official 5); `eval_label_modes` logits_l1 and hard (official: L1 to teacher logits only);
+    - `num_eval_runs` 3 (official 5); `eval_protocols` apm and hard (official: L1 to teacher logits only);
       soft labels from teacher 0 (official: a random teacher); the final set is scored once (official: every 50
       iterations, keeping the best test accuracy).
     - `ipc` 10 (official argparse 50); `lr_net` 0.02, `student_epochs` 250, `refresh_every` 3 and `ce_weight` 0.1
@@ -141,11 +141,12 @@ class DistillationArguments:
     eval_dsa_strategy: str | None = _arg(None, "DSA op groups of the evaluation models (default: --dsa_strategy); "
                                                "'none' trains them without augmentation.")
     num_eval_runs: int = _arg(3, "Fresh initialisations per evaluated architecture.")
-    eval_label_modes: list[str] = field(default_factory=lambda: list(DEFAULT_LABEL_MODES), metadata={
-        "help": "Targets for evaluation models: teacher logits with L1 ('logits_l1', APM's protocol), "
-                "KL to teacher logits ('kd'), class ids ('hard'). The first is the headline (default: logits_l1 hard).",
-        "choices": list(LABEL_MODES)})
-    kd_temperature: float = _arg(4.0, "Temperature of the 'kd' label mode.")
+    eval_protocols: list[str] = field(default_factory=lambda: list(DEFAULT_PROTOCOLS), metadata={
+        "help": "How evaluation models learn from a set: L1 to the teacher logits ('apm', APM's protocol; also "
+                "spelt 'logits_l1'), KL to them ('kd'), cross-entropy on class ids ('hard'). The first is the headline "
+                "(default: apm hard).", "choices": [*PROTOCOLS, *PROTOCOL_ALIASES],
+        "aliases": [f"--{old}" for old, new in ARGUMENT_ALIASES.items() if new == "eval_protocols"]})
+    kd_temperature: float = _arg(4.0, "Temperature of the 'kd' protocol.")
 
     # > Hub
     push_to_hub: bool = _arg(False, "Push the distilled/ folder as a Hub dataset repo at the end (needs --hub_dataset_id "
@@ -207,6 +208,7 @@ class DistillationArguments:
             values = getattr(self, f.name) if isinstance(getattr(self, f.name), list) else [getattr(self, f.name)]
             if "choices" in f.metadata and (not values or any(v not in f.metadata["choices"] for v in values)):
                 raise ValueError(f"--{f.name} {getattr(self, f.name)!r} is not valid; choose from {f.metadata['choices']}.")
+        self.eval_protocols = list(dict.fromkeys(map(protocol_name, self.eval_protocols)))
         if self.overwrite_output_dir and str(self.resume_from_checkpoint).lower() in LAST_CHECKPOINT:
             raise ValueError("--overwrite_output_dir deletes the checkpoints that --resume_from_checkpoint "
                              f"{self.resume_from_checkpoint} would continue from; pass only one of them.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
@@ -13,12 +12,12 @@ from datasets.info import DatasetInfo, DatasetInfosDict
 from datasets.splits import SplitDict, SplitInfo
 from datasets.utils.metadata import MetadataConfigs
 
+from .distilled import DistilledSet
 from .hub import UNKNOWN_LICENSE
 from .models import SMALL_INPUT_MODELS
-
-if TYPE_CHECKING:
-    from .distilled import DistilledSet
-    from .preprocessing import Preprocessing
+from .preprocessing import Preprocessing
+from .records import Compute, EvalResults, PoolSummary, Summary
+from .teachers import TeacherConfig
 
 TEMPLATES = Path(__file__).parent / "model_cards"
 DATASET_TEMPLATE = TEMPLATES / "distilled_dataset.md"
@@ -31,24 +30,25 @@ CITATION = """@article{chen2023apm,
 }"""
 SET_NAMES = {"distilled": "distilled, exact floats (`distilled.safetensors`)",
              "distilled_8bit": "distilled, 8-bit `image` column",
-             "random_subset": "random real subset, same IPC"}
-LABEL_MODE_NAMES = {"logits_l1": "soft: teacher logits, L1", "kd": "soft: teacher logits, KL", "hard": "hard: class ids, CE"}
+             "random_subset": "random real subset, same IPC (paired)",
+             "random_draws": "random real subset, same IPC (new draw per run)"}
+PROTOCOL_NAMES = {"apm": "soft: teacher logits, L1", "kd": "soft: teacher logits, KL", "hard": "hard: class ids, CE"}
 
 
 def dataset_card(distilled: DistilledSet, dataset: datasets.Dataset, download_size: int,
-                 eval_results: dict | None = None, repo_id: str | None = None) -> DatasetCard:
+                 eval_results: EvalResults | None = None, repo_id: str | None = None) -> DatasetCard:
     """The distilled set's dataset card: YAML `dataset_info`/`configs` for `load_dataset`, and the full description.
 
     Args:
         distilled (`DistilledSet`): the set; its `metadata` (written by `DistillationTrainer.train`) fills the card.
         dataset (`datasets.Dataset`): `distilled.to_dataset()`, for the features and sizes.
         download_size (`int`): bytes of the parquet files.
-        eval_results (`dict`, *optional*): `DistillationTrainer.evaluate()` output; without it the card says the set
-            is not evaluated yet.
+        eval_results (`EvalResults`, *optional*): `DistillationTrainer.evaluate()` output; without it the card says
+            the set is not evaluated yet.
         repo_id (`str`, *optional*): the Hub id in the usage snippet (default: `args.hub_dataset_id`, else a placeholder).
     """
     meta = distilled.metadata
-    args, source = meta.get("args", {}), meta.get("source", {})
+    args, source = meta.args, meta.source
     repo_id = repo_id or args.get("hub_dataset_id") or f"your-username/{_name(source, distilled.ipc)}"
     license = source.get("license") or UNKNOWN_LICENSE
     card_data = DatasetCardData(
@@ -56,10 +56,10 @@ def dataset_card(distilled: DistilledSet, dataset: datasets.Dataset, download_si
         task_categories=["image-classification"], tags=["dataset-distillation", "synthetic", "apm", "hf-distill"],
         size_categories=[_size_category(len(dataset))],
         source_datasets=[source["dataset"]] if source.get("url") else None,
-        hf_distill={"method": "APM", "paper": "arXiv:2312.08912", "extensions": _extensions(args, meta.get("model")),
-                    "ipc": distilled.ipc, "model": meta.get("model"),
+        hf_distill={"method": meta.method, "paper": meta.paper, "extensions": _extensions(args, meta.model),
+                    "ipc": distilled.ipc, "model": meta.model,
                     "preprocessing": distilled.preprocessing.describe(),
-                    "soft_labels": meta.get("soft_labels", "teacher logits"),
+                    "soft_labels": meta.soft_labels,
                     "source": {k: source.get(k) for k in ("dataset", "config_name", "revision", "fingerprint")}},
     )
     splits = SplitDict()
@@ -75,19 +75,19 @@ def dataset_card(distilled: DistilledSet, dataset: datasets.Dataset, download_si
         ipc=distilled.ipc, num_images=len(images), num_classes=len(distilled.class_names),
         class_names=", ".join(distilled.class_names), channels=images.shape[1], resolution=images.shape[-1],
         preprocessing=_preprocessing_text(distilled.preprocessing), soft_labels=card_data.hf_distill["soft_labels"],
-        iterations_done=meta.get("iterations_done"),
-        extensions="; ".join(EXTENSIONS[flag] for flag in _extensions(args, meta.get("model"))),
-        teachers=_teachers(meta.get("teachers", {}), eval_results),
+        iterations_done=meta.iterations_done,
+        extensions="; ".join(EXTENSIONS[flag] for flag in _extensions(args, meta.model)),
+        teachers=_teachers(meta.teachers, eval_results),
         arguments=[(k, json.dumps(v)) for k, v in args.items()],
-        evaluation=_evaluation(eval_results), compute=_compute(meta.get("compute"), eval_results),
-        usage=_usage(repo_id, meta.get("model") or "convnet3", args, distilled),
+        evaluation=_evaluation(eval_results), compute=_compute(meta.compute, eval_results),
+        usage=_usage(repo_id, meta.model or "convnet3", args, distilled),
     )
 
 
-def teacher_card(configs: list[dict], preprocessing: Preprocessing, repo_id: str | None = None) -> ModelCard:
+def teacher_card(configs: list[TeacherConfig], preprocessing: Preprocessing, repo_id: str | None = None) -> ModelCard:
     """The model card of an exported teacher pool (teacher 0 at the root, the others in `teacher-NNN/`)."""
     first = configs[0]
-    source = first.get("source", {})
+    source = first.source
     license = source.get("license") or UNKNOWN_LICENSE
     repo_id = repo_id or f"your-username/{_name(source, None)}-teachers"
     card_data = ModelCardData(
@@ -97,12 +97,12 @@ def teacher_card(configs: list[dict], preprocessing: Preprocessing, repo_id: str
     )
     return ModelCard.from_template(
         card_data, template_path=str(TEACHER_TEMPLATE), repo_id=repo_id,
-        architecture=first["architecture"], model_kwargs=json.dumps(first.get("model_kwargs", {})),
-        count=len(configs), num_classes=first["num_classes"], class_names=", ".join(first["class_names"]),
-        channels=first["in_chans"], resolution=first["resolution"], source=source,
+        architecture=first.architecture, model_kwargs=json.dumps(first.model_kwargs),
+        count=len(configs), num_classes=first.num_classes, class_names=", ".join(first.class_names),
+        channels=first.in_chans, resolution=first.resolution, source=source,
         license_text=_license_text(license), preprocessing=_preprocessing_text(preprocessing),
-        training={k: first.get(k) for k in ("lr", "batch_size", "dsa_strategy")},
-        teachers=[(i, c["seed"], c["epochs"], f"{c['train_accuracy']:.2f}") for i, c in enumerate(configs)],
+        training={"lr": first.lr, "batch_size": first.batch_size, "dsa_strategy": first.dsa_strategy},
+        teachers=[(i, c.seed, c.epochs, f"{c.train_accuracy:.2f}") for i, c in enumerate(configs)],
     )
 
 
@@ -147,43 +147,42 @@ def _preprocessing_text(preprocessing: Preprocessing) -> str:
     return f"Per-channel normalisation `(x / 255 - mean) / std` (x = uint8 pixels) with mean = ({mean}) and std = ({std})."
 
 
-def _score(entry: dict) -> str:
-    return f"{entry['mean']:.2f} ± {entry['std']:.2f}"
+def _score(entry: Summary) -> str:
+    return f"{entry.mean:.2f} ± {entry.std:.2f}"
 
 
-def _teachers(teachers: dict, eval_results: dict | None) -> dict:
-    accuracy = teachers.get("train_accuracy") or []
-    test = eval_results["results"]["teacher"] if eval_results else None
-    return {"architecture": teachers.get("architecture", "unknown"), "count": teachers.get("count", len(accuracy)),
-            "epochs": ", ".join(str(e) for e in sorted(set(teachers.get("epochs") or []))) or "not recorded",
-            "source": teachers.get("source"),
-            "train_accuracy": ", ".join(f"{a:.2f}" for a in accuracy) or "not recorded",
-            "test_accuracy": f"{_score(test)} over {len(test['runs'])} teachers" if test else "not evaluated yet"}
+def _teachers(teachers: PoolSummary, eval_results: EvalResults | None) -> dict:
+    test = eval_results.teacher if eval_results else None
+    return {"architecture": teachers.architecture, "count": teachers.count or len(teachers.train_accuracy),
+            "epochs": ", ".join(str(e) for e in sorted(set(teachers.epochs))) or "not recorded",
+            "source": teachers.source,
+            "train_accuracy": ", ".join(f"{a:.2f}" for a in teachers.train_accuracy) or "not recorded",
+            "test_accuracy": f"{_score(test)} over {len(test.runs)} teachers" if test else "not evaluated yet"}
 
 
-def _evaluation(eval_results: dict | None) -> dict | None:
-    """The results table (every label mode, set and model) and the protocol, or None before evaluation."""
+def _evaluation(eval_results: EvalResults | None) -> dict | None:
+    """The results table (every protocol, set and model) and the settings, or None before evaluation."""
     if not eval_results:
         return None
     rows = []
-    for mode, sets in eval_results["results"]["label_modes"].items():
+    for protocol, sets in eval_results.scores.items():
         for set_name in SET_NAMES:
             for model, entry in sets.get(set_name, {}).items():
-                rows.append({"set": SET_NAMES[set_name], "labels": LABEL_MODE_NAMES.get(mode, mode), "model": model,
-                             "score": _score(entry), "runs": len(entry["runs"])})
-    return {"rows": rows, "protocol": eval_results.get("protocol", {})}
+                rows.append({"set": SET_NAMES[set_name], "labels": PROTOCOL_NAMES.get(protocol, protocol),
+                             "model": model, "score": _score(entry), "runs": len(entry.runs)})
+    return {"rows": rows, "settings": eval_results.settings}
 
 
-def _compute(compute: dict | None, eval_results: dict | None) -> list[tuple[str, str]]:
+def _compute(compute: Compute | None, eval_results: EvalResults | None) -> list[tuple[str, str]]:
     rows = []
     if compute:
-        rows += [("distillation wall time, teachers included", _duration(compute["wall_time_s"])),
-                 ("hardware", compute["hardware"]), ("processes", str(compute["num_processes"])),
-                 ("peak memory (main process)", f"{compute['peak_memory_mb']:.0f} MB"), ("torch", compute["torch"])]
-    if eval_results and "compute" in eval_results:
-        total = eval_results["compute"]
-        rows += [("wall time with evaluation", _duration(total["wall_time_s"])),
-                 ("peak memory with evaluation", f"{total['peak_memory_mb']:.0f} MB")]
+        rows += [("distillation wall time, teachers included", _duration(compute.wall_time_s)),
+                 ("hardware", compute.hardware), ("processes", str(compute.num_processes)),
+                 ("peak memory (main process, VmHWM)", f"{compute.peak_memory_mb:.0f} MB"), ("torch", compute.torch)]
+    if eval_results and eval_results.compute:
+        total = eval_results.compute
+        rows += [("wall time with evaluation", _duration(total.wall_time_s)),
+                 ("peak memory with evaluation", f"{total.peak_memory_mb:.0f} MB")]
     return rows
 
 
@@ -212,7 +211,7 @@ targets = train["soft_label"]  # teacher logits, trained on with L1 as in the ev
 
 torch.manual_seed(0)
 model = timm.create_model("{model}", num_classes={len(distilled.class_names)}, in_chans={distilled.images.shape[1]}{model_args})
-optimizer = torch.optim.SGD(model.parameters(), lr={args.get("lr_net", 0.01)}, momentum=0.9, weight_decay=5e-4)
+optimizer = torch.optim.SGD(model.parameters(), lr={args.get("eval_lr") or args.get("lr_net", 0.01)}, momentum=0.9, weight_decay=5e-4)
 EPOCHS = {args.get("eval_epochs", 300)}
 for epoch in range(EPOCHS):
     for batch in torch.randperm(len(images)).split({args.get("batch_size", 256)}):

@@ -45,6 +45,10 @@ ARGS_FILE = "args.json"
 _NAME = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)")
 
 
+IMAGE_MOMENTUM = 0.5
+IMAGE_LR_DECAY = 0.3
+
+
 @dataclass
 class LoopState:
     """What the APM loop carries from one iteration to the next."""
@@ -56,6 +60,16 @@ class LoopState:
     teacher_draws: random.Random
     teacher_index: int = 0
     students: list[nn.Module] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, images: torch.Tensor, generator: torch.Generator, lr: float, iterations: int,
+              seed: int) -> "LoopState":
+        """The loop before its first iteration: `images` become the optimised leaf, with SGD (momentum 0.5) whose lr
+        drops x0.3 at half of `iterations`."""
+        images.requires_grad_(True)
+        optimizer = torch.optim.SGD([images], lr=lr, momentum=IMAGE_MOMENTUM)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [iterations // 2], gamma=IMAGE_LR_DECAY)
+        return cls(images, optimizer, scheduler, generator, random.Random(seed))
 
 
 @dataclass
@@ -132,6 +146,21 @@ def checkpoint_to_resume(resume: str | bool | None, output_dir: str | os.PathLik
     if not newest:
         logger.warning("No checkpoint in %s to resume from: starting at iteration 0.", output_dir)
     return newest[0] if newest else None
+
+
+def resumable_checkpoint(resume: str | bool | None, output_dir: str | os.PathLike,
+                         differences: Callable[[dict], list[str]]) -> Checkpoint | None:
+    """The checkpoint `resume` names (see `checkpoint_to_resume`), loaded; raise if `differences(its args)` names
+    arguments that change the images."""
+    path = checkpoint_to_resume(resume, output_dir)
+    if path is None:
+        return None
+    checkpoint = load_checkpoint(path)
+    changed = differences(checkpoint.args)
+    if changed:
+        raise ValueError(f"{path} was written by a run with other arguments ({'; '.join(changed)}); resume it with "
+                         f"its own arguments, or start this run without --resume_from_checkpoint.")
+    return checkpoint
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:

@@ -17,9 +17,11 @@ import yaml
 from transformers import HfArgumentParser
 
 from . import __version__
-from .arguments import DistillationArguments, json_object
+from .arguments import ARGUMENT_ALIASES, DistillationArguments, json_object
+from .evaluation import PROTOCOL_ALIASES, PROTOCOLS
 from .hub import HubError
-from .scoring import PROTOCOLS, append_leaderboard, evaluate_set, render_leaderboard
+from .leaderboard import append_leaderboard, render_leaderboard
+from .scoring import evaluate_set
 from .trainer import DistillationTrainer
 
 DEBUG_FLAG, DEBUG_ENV = "--debug", "HF_DISTILL_DEBUG"
@@ -72,6 +74,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "hf-distill distill") 
             config = yaml.safe_load(Path(known.config).read_text()) or {}
             if not isinstance(config, dict):
                 raise ValueError(f"{known.config} must be a YAML mapping of flag names to values.")
+            config = {ARGUMENT_ALIASES.get(key, key): value for key, value in config.items()}
             unknown = sorted(set(config) - {f.name for f in dataclasses.fields(DistillationArguments)})
             if unknown:
                 raise ValueError(f"Unknown keys {unknown} in {known.config}; use the flag names of `--help`.")
@@ -164,9 +167,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True, help="The real dataset the set was distilled from (Hub id, folder, "
                         "parquet files or 'digits').")
     parser.add_argument("--test_split", default=None, help="Test split or slice (default: 'test', else 'validation').")
-    parser.add_argument("--protocol", nargs="+", choices=list(PROTOCOLS), default=None, help="Protocols (default: "
-                        "apm and hard for sets with soft labels, else hard). " + "; ".join(
-                            f"{p.name}: {p.description}, {p.epochs} epochs, lr {p.lr}" for p in PROTOCOLS.values()))
+    parser.add_argument("--protocol", nargs="+", choices=[*PROTOCOLS, *PROTOCOL_ALIASES], default=None,
+                        help="Protocols (default: apm and hard for sets with soft labels, else hard). " + "; ".join(
+                            f"{p.name}: {p.describe()}" for p in PROTOCOLS.values()) + " (SGD momentum 0.9, wd 5e-4, "
+                        "lr x0.1 at half).")
     parser.add_argument("--models", nargs="+", default=None, help="Architectures (default: convnet3, convnet4 at >= 64 px).")
     parser.add_argument("--epochs", type=int, default=None, help="Epochs per model (default: the protocol's).")
     parser.add_argument("--lr", type=float, default=None, help="Learning rate (default: the protocol's).")

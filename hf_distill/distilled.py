@@ -1,10 +1,9 @@
-"""The distilled set: container, its Hub dataset-repo folder (card, parquet, exact floats) and a picture of it."""
+"""The distilled set: the container, reading it back (from a folder or the Hub) and a picture of it."""
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +17,12 @@ from torchvision.utils import make_grid, save_image
 
 import datasets
 
-from .cards import dataset_card
-from .files import atomic_directory, atomic_file, check_tensors_file, save_tensors
+from .files import check_tensors_file
 from .hub import download_repo, is_repo_id
 from .preprocessing import Preprocessing
+from .records import RunMetadata
 
 DISTILLED_FILE = "distilled.safetensors"
-CARD_FILE = "README.md"
-PARQUET_DIR = "data"
-MAX_SHARD_BYTES = 500 * 2**20  # parquet files of at most ~500 MB, so large sets (ImageNet-1K IPC 50) upload cleanly
 
 
 @dataclass
@@ -38,7 +34,7 @@ class DistilledSet:
     soft_labels: torch.Tensor
     preprocessing: Preprocessing
     class_names: list[str]
-    metadata: dict = field(default_factory=dict)
+    metadata: RunMetadata = field(default_factory=RunMetadata)
 
     @property
     def ipc(self) -> int:
@@ -73,59 +69,6 @@ def _png(pixels: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def save_distilled(distilled: DistilledSet, path: str | os.PathLike, eval_results: dict | None = None,
-                   repo_id: str | None = None) -> Path:
-    """Write `path` atomically in the layout of a Hub dataset repo; return the folder.
-
-    The folder holds `README.md` (dataset card with `dataset_info`/`configs`), `data/train-0000i-of-0000n.parquet`
-    (`image`, `label`, `soft_label`; one file per ~500 MB) and `distilled.safetensors` (exact float images, labels,
-    soft labels and the preprocessing). `datasets.load_dataset(path)` and `load_distilled(path)` both read it.
-
-    Args:
-        distilled (`DistilledSet`): the set to write.
-        path (`str` or `os.PathLike`): the folder; it is replaced as a whole.
-        eval_results (`dict`, *optional*): `DistillationTrainer.evaluate()` output, for the card's results table.
-        repo_id (`str`, *optional*): the Hub id used in the card's usage snippet.
-    """
-    tensors = {"images": distilled.images, "labels": distilled.labels, "soft_labels": distilled.soft_labels,
-               **distilled.preprocessing.state_dict()}
-    metadata = {"class_names": json.dumps(distilled.class_names), "metadata": json.dumps(distilled.metadata),
-                "format": "hf_distill.distilled/1"}
-    dataset = distilled.to_dataset()
-    with atomic_directory(path) as tmp:
-        save_tensors(tensors, tmp / DISTILLED_FILE, metadata)
-        write_parquet_shards(dataset, tmp / PARQUET_DIR)
-        card = dataset_card(distilled, dataset, parquet_bytes(tmp), eval_results, repo_id)
-        card.save(tmp / CARD_FILE)
-    return Path(path)
-
-
-def write_parquet_shards(dataset: datasets.Dataset, folder: Path, max_bytes: int | None = None) -> list[Path]:
-    """Write `dataset` as `train-0000i-of-0000n.parquet` files in `folder`, each holding at most ~`max_bytes`
-    (default `MAX_SHARD_BYTES`) of Arrow data (images are PNG bytes already, so parquet files are about that size)."""
-    shards = max(1, math.ceil(dataset.data.nbytes / (max_bytes or MAX_SHARD_BYTES)))
-    folder.mkdir(parents=True, exist_ok=True)
-    files = [folder / f"train-{i:05d}-of-{shards:05d}.parquet" for i in range(shards)]
-    for i, file in enumerate(files):
-        dataset.shard(shards, i, contiguous=True).to_parquet(file)
-    return files
-
-
-def parquet_bytes(path: str | os.PathLike) -> int:
-    """Total size of the parquet files of a saved set."""
-    return sum(file.stat().st_size for file in (Path(path) / PARQUET_DIR).glob("*.parquet"))
-
-
-def write_card(path: str | os.PathLike, distilled: DistilledSet, eval_results: dict | None = None,
-               repo_id: str | None = None) -> Path:
-    """Re-render `path/README.md` of a saved set (e.g. once evaluation results exist), replacing it atomically."""
-    path = Path(path)
-    card = dataset_card(distilled, distilled.to_dataset(), parquet_bytes(path), eval_results, repo_id)
-    with atomic_file(path / CARD_FILE) as tmp:
-        card.save(tmp)
-    return path / CARD_FILE
-
-
 def load_distilled(source: str | os.PathLike, revision: str | None = None) -> DistilledSet:
     """Load a distilled set: training-ready float images, labels, soft labels and the preprocessing.
 
@@ -152,7 +95,7 @@ def load_distilled(source: str | os.PathLike, revision: str | None = None) -> Di
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = f.metadata()
     return DistilledSet(tensors["images"], tensors["labels"], tensors["soft_labels"], Preprocessing.from_state_dict(tensors),
-                        json.loads(meta["class_names"]), json.loads(meta["metadata"]))
+                        json.loads(meta["class_names"]), RunMetadata.from_dict(json.loads(meta["metadata"])))
 
 
 def grid_image(distilled: DistilledSet, min_side: int = 32) -> torch.Tensor:

@@ -1,61 +1,143 @@
-"""Score a synthetic set: train fresh models on it, test once on the real test split (APM protocol, spec §7)."""
+"""Score sets: train fresh models on them under a named `Protocol` and test once on the real test split (APM
+protocol, spec §7). The one engine behind `DistillationTrainer.evaluate` and `hf-distill evaluate`."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
-import statistics
+import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Mapping, Union
 
 import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
 
+from .augment import DEFAULT_STRATEGY
 from .data import ImageClassificationData
+from .distilled import DistilledSet
 from .models import create_model
 from .preprocessing import Preprocessing
-from .training import FitConfig, accuracy, fit
+from .records import PROTOCOL_ALIASES, EvalResults, Summary
+from .training import FitConfig, accuracy, fit, predict
 
-LABEL_MODE_LOSSES = {"logits_l1": "l1", "kd": "kd", "hard": "ce"}
+logger = logging.getLogger(__name__)
+
 EVAL_SEED_OFFSET = 10_000
 RANDOM_DRAW_OFFSET = 20_000  # seeds of the per-run random-subset draws
+NO_AUGMENTATION = "none"  # an augmentation value that trains evaluation models on the images as they are
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a set is scored: the loss and targets, and the training budget of each fresh model (SGD momentum 0.9,
+    weight decay 5e-4, lr x0.1 at half)."""
+
+    name: str
+    loss: str  # 'l1' or 'kd' to the teacher logits (soft labels), 'ce' on class ids
+    epochs: int
+    lr: float
+    augmentation: str = DEFAULT_STRATEGY  # DSA op groups, or 'none'
+    kd_temperature: float = 4.0
+
+    @property
+    def soft(self) -> bool:
+        """Whether the targets are the teacher's logits (else class ids)."""
+        return self.loss != "ce"
+
+    def describe(self) -> str:
+        targets = {"l1": "L1 to the teacher logits", "ce": "cross-entropy on class ids",
+                   "kd": f"KL to the teacher logits at temperature {self.kd_temperature:g}"}[self.loss]
+        augmentation = "no augmentation" if self.augmentation == NO_AUGMENTATION else "DSA"
+        return f"{targets}, {augmentation}, {self.epochs} epochs, lr {self.lr:g}"
+
+    def fit_config(self, batch_size: int, compile: bool = False) -> FitConfig:
+        return FitConfig(epochs=self.epochs, lr=self.lr, batch_size=batch_size, loss=self.loss,
+                         augment=self.augmentation != NO_AUGMENTATION, dsa_strategy=self.augmentation,
+                         kd_temperature=self.kd_temperature, compile=compile)
+
+
+# The named protocols of `hf-distill evaluate` (apm: APM's; hard: DC, DSA, DM, MTT's). A run's own evaluation uses
+# these names with its --eval_epochs, --eval_lr and --eval_dsa_strategy.
+PROTOCOLS = {
+    "apm": Protocol("apm", "l1", 1000, 0.02),
+    "hard": Protocol("hard", "ce", 1000, 0.01),
+    "kd": Protocol("kd", "kd", 1000, 0.02),
+}
+
+
+def protocol_name(name: str) -> str:
+    """The protocol's name in `PROTOCOLS`, from it or an alias; raise for anything else."""
+    name = PROTOCOL_ALIASES.get(name, name)
+    if name not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {name!r}; choose from {list(PROTOCOLS)} (or {list(PROTOCOL_ALIASES)}).")
+    return name
+
+
+def get_protocol(name: str, **changes) -> Protocol:
+    """The protocol `name` (or an alias) with `changes` (epochs, lr, augmentation, kd_temperature) where not None."""
+    return dataclasses.replace(PROTOCOLS[protocol_name(name)], **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass
+class LabelledSet:
+    """Images in model input space, their class ids and, for soft-label protocols, the teacher's logits."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    soft_labels: torch.Tensor | None = None
+
+
+SetSource = Union[LabelledSet, Callable[[int], LabelledSet]]  # one set, or a new one for each run (random draws)
 
 
 @dataclass
 class EvalJob:
-    """One evaluation model: which set, label mode, architecture and run index."""
+    """One evaluation model: which set, protocol, architecture and run index."""
 
     set_name: str
-    label_mode: str
+    protocol: str
     model: str
     run: int
 
 
 @dataclass
+class JobScore:
+    """The test top-1 (%) of one job's model, and the seconds it took to train and test."""
+
+    job: EvalJob
+    accuracy: float
+    seconds: float
+
+
+@dataclass
 class EvalPlan:
-    """Every evaluation model to train, each for `epochs` epochs of `steps_per_epoch` SGD steps."""
+    """Every evaluation model to train, each for its protocol's epochs of `steps_per_epoch` SGD steps."""
 
     jobs: list[EvalJob]
-    epochs: int
+    protocols: Mapping[str, Protocol]
     steps_per_epoch: int
 
     @property
-    def total_steps(self) -> int:
-        return len(self.jobs) * self.epochs * self.steps_per_epoch
+    def total_epochs(self) -> int:
+        return sum(self.protocols[job.protocol].epochs for job in self.jobs)
 
     def describe(self) -> str:
-        """One line: models by set and label mode, architectures, runs, epochs and steps."""
+        """One line: models by set and protocol, architectures, runs, epochs and steps."""
         modes: dict[str, list[str]] = {}
         for job in self.jobs:
             modes.setdefault(job.set_name, [])
-            if job.label_mode not in modes[job.set_name]:
-                modes[job.set_name].append(job.label_mode)
+            if job.protocol not in modes[job.set_name]:
+                modes[job.set_name].append(job.protocol)
         sets = ", ".join(f"{name} ({' + '.join(m)})" for name, m in modes.items())
         architectures = sorted({job.model for job in self.jobs})
         runs = len({job.run for job in self.jobs})
+        epochs = sorted({self.protocols[job.protocol].epochs for job in self.jobs})
         return (f"Evaluation plan: {len(self.jobs)} models = [{sets}] x {len(architectures)} architecture(s) "
-                f"{architectures} x {runs} runs; each {self.epochs} epochs x {self.steps_per_epoch} steps: "
-                f"{self.total_steps:,} training steps in all.")
+                f"{architectures} x {runs} runs; each {'/'.join(map(str, epochs))} epochs x {self.steps_per_epoch} "
+                f"steps: {self.total_epochs * self.steps_per_epoch:,} training steps in all.")
 
     def estimate(self, seconds: float, world: int = 1, whole_model: bool = False) -> str:
         """The expected wall time on `world` processes, from the first model's first epoch (training only) or, with
@@ -64,8 +146,9 @@ class EvalPlan:
         if whole_model:
             return (f"First evaluation model took {seconds:.1f} s with its test scoring: the evaluation should take "
                     f"about {format_duration(seconds * models)} ({len(self.jobs)} models on {world} process(es)).")
+        epochs = self.total_epochs / len(self.jobs) * models
         return (f"First evaluation epoch took {seconds:.2f} s: training the {len(self.jobs)} models should take about "
-                f"{format_duration(seconds * self.epochs * models)} on {world} process(es); test scoring comes on top.")
+                f"{format_duration(seconds * epochs)} on {world} process(es); test scoring comes on top.")
 
 
 def format_duration(seconds: float) -> str:
@@ -97,59 +180,149 @@ def random_draw(labels: torch.Tensor, ipc: int, num_classes: int, seed: int, run
     return sample_real_subset(labels, ipc, num_classes, torch.Generator().manual_seed(seed + RANDOM_DRAW_OFFSET + run))
 
 
+def random_draws(data: ImageClassificationData, ipc: int, seed: int, preprocessing: Preprocessing,
+                 teacher: nn.Module | None = None, teacher_preprocessing: Preprocessing | None = None,
+                 device: torch.device | str = "cpu",
+                 autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> Callable[[int], LabelledSet]:
+    """The random real subset of each run (`random_draw`), in `preprocessing`'s space, labelled by `teacher` (seeing
+    the images through `teacher_preprocessing`, default the same) when one is given."""
+    def draw(run: int) -> LabelledSet:
+        index = random_draw(data.train_labels, ipc, data.num_classes, seed, run)
+        images = preprocessing(data.train_images[index])
+        soft = None
+        if teacher is not None:
+            seen = images if teacher_preprocessing is None else teacher_preprocessing(data.train_images[index])
+            soft = predict(teacher, seen.to(device), autocast=autocast)
+        return LabelledSet(images, data.train_labels[index], soft)
+    return draw
+
+
+HEADLINE_ONLY = ("distilled_8bit", "random_draws")  # scored under the headline protocol only, to bound the cost
+
+
+def distilled_sets(distilled: DistilledSet, data: ImageClassificationData, teacher: nn.Module, seed: int,
+                   device: torch.device | str = "cpu",
+                   autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, SetSource]:
+    """What a run's evaluation scores: `distilled`; `distilled_8bit` (the published `image` column: 8-bit pixels
+    preprocessed again, same soft labels); `random_subset` (real images drawn with `seed`, the starting images under
+    `--init real`, labelled by `teacher`, paired run by run with `distilled`); `random_draws` (a new real subset per
+    run, labelled by `teacher`)."""
+    preprocessing = distilled.preprocessing
+    subset = sample_real_subset(data.train_labels, distilled.ipc, data.num_classes, torch.Generator().manual_seed(seed))
+    subset_images = preprocessing(data.train_images[subset])
+    return {
+        "distilled": LabelledSet(distilled.images, distilled.labels, distilled.soft_labels),
+        "distilled_8bit": LabelledSet(preprocessing(distilled.pixels_uint8()), distilled.labels, distilled.soft_labels),
+        "random_subset": LabelledSet(subset_images, data.train_labels[subset],
+                                     predict(teacher, subset_images, autocast=autocast)),
+        "random_draws": random_draws(data, distilled.ipc, seed, preprocessing, teacher, device=device,
+                                     autocast=autocast),
+    }
+
+
+def plan_jobs(sets: Mapping[str, SetSource], protocols: list[str], models: list[str], runs: int) -> list[EvalJob]:
+    """Every (set, protocol, architecture, run), protocols outermost; `HEADLINE_ONLY` sets under the first protocol."""
+    return [EvalJob(s, p, m, r) for p in protocols for s in sets for m in models for r in range(runs)
+            if s not in HEADLINE_ONLY or p == protocols[0]]
+
+
 def train_and_test(
     job: EvalJob,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    soft_labels: torch.Tensor,
+    labelled: LabelledSet,
+    protocol: Protocol,
     data: ImageClassificationData,
     preprocessing: Preprocessing,
-    fit_config: FitConfig,
     seed: int,
+    batch_size: int = 256,
+    compile: bool = False,
     model_kwargs: dict | None = None,
     device: torch.device | str = "cpu",
     autocast: Callable[[], ContextManager] = contextlib.nullcontext,
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> float:
-    """Train a fresh `job.model` on the set with the job's label mode; return its test top-1 (%), scored batch by
-    batch. `on_epoch_end(epoch)` is called after each training epoch."""
+    """Train a fresh `job.model` on the set under `protocol`; return its test top-1 (%), scored batch by batch.
+    `on_epoch_end(epoch)` is called after each training epoch."""
     run_seed = seed + EVAL_SEED_OFFSET + job.run
     torch.manual_seed(run_seed)
     model = create_model(job.model, data.num_classes, data.channels, data.resolution, **(model_kwargs or {})).to(device)
-    targets = labels if job.label_mode == "hard" else soft_labels
-    config = dataclasses.replace(fit_config, loss=LABEL_MODE_LOSSES[job.label_mode])
-    fit(model, images.to(device), targets.to(device), config, torch.Generator().manual_seed(run_seed), autocast=autocast,
-        on_epoch_end=on_epoch_end)
+    if protocol.soft and labelled.soft_labels is None:
+        raise ValueError(f"Protocol {protocol.name!r} trains on teacher logits, but set {job.set_name!r} has none.")
+    targets = labelled.soft_labels if protocol.soft else labelled.labels
+    fit(model, labelled.images.to(device), targets.to(device), protocol.fit_config(batch_size, compile),
+        torch.Generator().manual_seed(run_seed), autocast=autocast, on_epoch_end=on_epoch_end)
     return accuracy(model, data.test_images, data.test_labels, preprocessing, autocast=autocast)
 
 
-def summarize(runs: list[float]) -> dict:
-    """mean, (sample) std and the runs, in percent."""
-    return {"mean": statistics.fmean(runs), "std": statistics.stdev(runs) if len(runs) > 1 else 0.0, "runs": runs}
+def evaluate_jobs(
+    jobs: list[EvalJob],
+    sets: Mapping[str, SetSource],
+    protocols: Mapping[str, Protocol],
+    data: ImageClassificationData,
+    preprocessing: Preprocessing,
+    seed: int,
+    batch_size: int = 256,
+    compile: bool = False,
+    model_kwargs: Mapping[str, dict] | None = None,
+    device: torch.device | str = "cpu",
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[list], list] | None = None,
+) -> list[JobScore]:
+    """Train and test every job (this process takes `jobs[rank::world]` of `shard`; `gather` collects the scores of
+    all processes) and return their scores in the order of `jobs`. Logs the plan and, from the first model, the
+    expected duration.
+
+    Args:
+        sets: by name, a `LabelledSet` or a function of the run index giving one (a new draw per run).
+        protocols: by name, the protocol of each `job.protocol`.
+        model_kwargs: keyword arguments of `create_model` by architecture (default none).
+    """
+    rank, world = shard
+    main = rank == 0
+    first = next((s for s in sets.values() if isinstance(s, LabelledSet)), None) or next(iter(sets.values()))(0)
+    plan = EvalPlan(jobs, protocols, math.ceil(len(first.labels) / batch_size))
+    if main:
+        logger.info(plan.describe())
+    mine: list[tuple[int, JobScore]] = []
+    for index in tqdm(range(rank, len(jobs), world), desc="evaluate", disable=not main):
+        job, start = jobs[index], time.perf_counter()
+        source = sets[job.set_name]
+        labelled = source if isinstance(source, LabelledSet) else source(job.run)
+        hook = _estimate_after_first_epoch(plan, world) if not mine and main else None
+        score = train_and_test(job, labelled, protocols[job.protocol], data, preprocessing, seed, batch_size, compile,
+                               (model_kwargs or {}).get(job.model), device, autocast, hook)
+        mine.append((index, JobScore(job, score, time.perf_counter() - start)))
+        if len(mine) == 1 and main:
+            logger.info(plan.estimate(mine[0][1].seconds, world, whole_model=True))
+    scores = dict(gather(mine) if gather is not None and world > 1 else mine)
+    return [scores[i] for i in range(len(jobs))]
 
 
-def assemble_results(jobs: list[EvalJob], scores: list[float], teacher_scores: list[float], headline_mode: str) -> dict:
-    """Nest job scores as results.label_modes.<mode>.<set>.<model>, with the headline mode at the top level, and the
-    paired differences distilled - random subset (run by run: same model seed, the subset being the distilled set's
-    starting images) as results.paired_difference.<mode>.<model>."""
+def _estimate_after_first_epoch(plan: EvalPlan, world: int) -> Callable[[int], None]:
+    """An `on_epoch_end` hook that logs the evaluation's expected duration once its first epoch is done."""
+    start = time.perf_counter()
+
+    def hook(epoch: int) -> None:
+        if epoch == 1:
+            logger.info(plan.estimate(time.perf_counter() - start, world))
+    return hook
+
+
+def collect(scores: list[JobScore]) -> dict[str, dict[str, dict[str, Summary]]]:
+    """Job scores as `[protocol][set][architecture]` summaries, runs in run order."""
     by_key: dict[tuple, list[float]] = {}
-    for job, score in sorted(zip(jobs, scores), key=lambda js: js[0].run):
-        by_key.setdefault((job.label_mode, job.set_name, job.model), []).append(score)
-    label_modes: dict = {}
-    for (mode, set_name, model), runs in by_key.items():
-        label_modes.setdefault(mode, {}).setdefault(set_name, {})[model] = summarize(runs)
-    paired = {mode: {model: summarize([d - r for d, r in zip(sets["distilled"][model]["runs"],
-                                                             sets["random_subset"][model]["runs"])])
-                     for model in sets["distilled"]}
-              for mode, sets in label_modes.items() if "random_subset" in sets}
-    return {"teacher": summarize(teacher_scores), **label_modes[headline_mode], "label_modes": label_modes,
-            "paired_difference": paired}
+    for score in sorted(scores, key=lambda s: s.job.run):
+        by_key.setdefault((score.job.protocol, score.job.set_name, score.job.model), []).append(score.accuracy)
+    nested: dict = {}
+    for (protocol, set_name, model), runs in by_key.items():
+        nested.setdefault(protocol, {}).setdefault(set_name, {})[model] = Summary.of(runs)
+    return nested
 
 
-def verdict(difference: dict, label: str) -> str:
-    """One sentence on whether a paired difference distilled - random subset (`label`: its label mode and model)
+def verdict(difference: Summary, label: str) -> str:
+    """One sentence on whether a paired difference distilled - random subset (`label`: its protocol and model)
     exceeds its run-to-run spread."""
-    mean, std, n = difference["mean"], difference["std"], len(difference["runs"])
+    mean, std, n = difference.mean, difference.std, len(difference.runs)
     if n < 2:
         return f"Distilled - random subset ({label}): {mean:+.2f} points from one run, so no spread to compare it with."
     if abs(mean) <= std:
@@ -164,33 +337,33 @@ TABLE_NAMES = {"distilled_8bit": "distilled, 8-bit", "random_subset": "random, p
                "random_draws": "random, new draw per run"}
 
 
-def format_table(results: dict) -> str:
+def format_table(results: EvalResults) -> str:
     """A short text table of the results, ending with the paired differences and a verdict on the headline one."""
-    lines = [f"{'set (label mode)':<44}{'model':<18}{'top-1 % (mean +- std)':>24}",
-             f"{'teacher':<44}{'':<18}{results['teacher']['mean']:>17.2f} +- {results['teacher']['std']:.2f}"]
-    for mode, sets in results["label_modes"].items():
+    lines = [f"{'set (protocol)':<44}{'model':<18}{'top-1 % (mean +- std)':>24}",
+             f"{'teacher':<44}{'':<18}{results.teacher.mean:>17.2f} +- {results.teacher.std:.2f}"]
+    for protocol, sets in results.scores.items():
         for set_name, models in sets.items():
             for model, r in models.items():
-                name = f"{TABLE_NAMES.get(set_name, set_name)} ({mode})"
-                lines.append(f"{name:<44}{model:<18}{r['mean']:>17.2f} +- {r['std']:.2f}")
-    paired = results.get("paired_difference", {})
-    for mode, models in paired.items():
+                name = f"{TABLE_NAMES.get(set_name, set_name)} ({protocol})"
+                lines.append(f"{name:<44}{model:<18}{r.mean:>17.2f} +- {r.std:.2f}")
+    paired = results.paired_difference
+    for protocol, models in paired.items():
         for model, d in models.items():
-            lines.append(f"{'distilled - random, paired (' + mode + ')':<44}{model:<18}{d['mean']:>+17.2f} +- {d['std']:.2f}")
+            lines.append(f"{'distilled - random, paired (' + protocol + ')':<44}{model:<18}{d.mean:>+17.2f} +- {d.std:.2f}")
     if paired:
-        mode, models = next(iter(paired.items()))
+        protocol, models = next(iter(paired.items()))
         model, difference = next(iter(models.items()))
-        lines.append(verdict(difference, f"{mode}, {model}"))
+        lines.append(verdict(difference, f"{protocol}, {model}"))
     return "\n".join(lines)
 
 
-def tracker_scalars(results: dict) -> dict[str, float]:
-    """The results' means as flat tracker scalars: eval/teacher, eval/<mode>/<set>/<model>,
-    eval/<mode>/paired_difference/<model>."""
-    scalars = {"eval/teacher": results["teacher"]["mean"]}
-    for mode, sets in results["label_modes"].items():
+def tracker_scalars(results: EvalResults) -> dict[str, float]:
+    """The results' means as flat tracker scalars: eval/teacher, eval/<protocol>/<set>/<model>,
+    eval/<protocol>/paired_difference/<model>."""
+    scalars = {"eval/teacher": results.teacher.mean}
+    for protocol, sets in results.scores.items():
         for set_name, models in sets.items():
-            scalars.update({f"eval/{mode}/{set_name}/{model}": r["mean"] for model, r in models.items()})
-    for mode, models in results.get("paired_difference", {}).items():
-        scalars.update({f"eval/{mode}/paired_difference/{model}": d["mean"] for model, d in models.items()})
+            scalars.update({f"eval/{protocol}/{set_name}/{model}": r.mean for model, r in models.items()})
+    for protocol, models in results.paired_difference.items():
+        scalars.update({f"eval/{protocol}/paired_difference/{model}": d.mean for model, d in models.items()})
     return scalars

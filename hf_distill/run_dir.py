@@ -8,10 +8,30 @@ from pathlib import Path
 
 from .arguments import DistillationArguments
 from .checkpoints import CHECKPOINT_PREFIX, list_checkpoints
+from .data import ImageClassificationData
+from .evaluation import check_ipc
 from .files import read_json, write_json
+from .models import check_model
 
 RUN_ARGS_FILE = "run_args.json"
 RUN_OUTPUTS = ("distilled", "distilled_grid.png", "eval_results.json")
+
+
+def check_run(args: DistillationArguments, data: ImageClassificationData, model: str, students: list[str]) -> None:
+    """Raise, before any long work, if the run cannot work on `data`: an architecture that does not fit it, too few
+    images of a class for --ipc, batch sizes above the synthetic set, or an `output_dir` of another run."""
+    for name in dict.fromkeys([model, *students, *(args.eval_models or [])]):
+        check_model(name, data.num_classes, data.channels, data.resolution, **(args.model_kwargs if name == model else {}))
+    if args.init == "real" or args.do_eval:
+        check_ipc(data.train_labels, args.ipc, data.num_classes)
+    size = args.ipc * data.num_classes
+    if args.batch_syn is not None and args.batch_syn > size:
+        raise ValueError(f"--batch_syn ({args.batch_syn}) exceeds the {size} synthetic images (ipc x classes); "
+                         f"lower it, or leave it unset to use all of them.")
+    if args.segment_size is not None and args.segment_size > (args.batch_syn or size):
+        raise ValueError(f"--segment_size ({args.segment_size}) exceeds the {args.batch_syn or size} images of a "
+                         f"batch (--batch_syn); lower it, or leave it unset for one segment per batch.")
+    check_output_dir(args)
 
 
 def check_output_dir(args: DistillationArguments) -> None:

@@ -72,3 +72,32 @@ def log_image(accelerator: Accelerator, name: str, image: torch.Tensor, step: in
                 tracker.log_images({name: [image]}, step)
         except Exception as error:  # noqa: BLE001  (any tracker library error)
             logger.warning("Could not send the image grid to %s: %s", tracker.name, error)
+
+
+class RunTrackers:
+    """The trackers of one run: started on first use (with the run's arguments as their configuration), so that a
+    tracker that cannot start fails the run before any long work."""
+
+    def __init__(self, accelerator: Accelerator, run_name: str, args: dict, report_to: str):
+        self.accelerator, self.run_name, self.args, self.report_to = accelerator, run_name, args, report_to
+        self.started = False
+
+    def start(self) -> bool:
+        """Whether the run reports to trackers (starting them the first time)."""
+        if self.accelerator.log_with and not self.started:
+            try:
+                self.accelerator.init_trackers(self.run_name, config=tracker_config(self.args))
+            except Exception as error:  # each tracker raises its own kinds (login, network, files)
+                raise ConnectionError(f"--report_to {self.report_to} could not start: {type(error).__name__}: "
+                                      f"{error}. Log in to the tracker (e.g. `wandb login`, or WANDB_MODE=offline), "
+                                      f"or leave it out of --report_to.") from error
+            self.started = True
+        return bool(self.accelerator.log_with)
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        if self.start():
+            self.accelerator.log(values, step=step)
+
+    def image(self, name: str, image: torch.Tensor, step: int) -> None:
+        if self.start():
+            log_image(self.accelerator, name, image, step)

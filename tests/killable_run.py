@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import hf_distill.checkpoints as checkpoints_module
+import hf_distill.teachers as teachers_module
 import hf_distill.trainer as trainer_module
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "distill.py"
@@ -46,7 +47,7 @@ def stop_after_tensors_of_checkpoint(number):
 if point == "step":
     stop_before_call(trainer_module, "accumulate_image_gradient", n)
 elif point == "teacher":
-    stop_before_call(trainer_module, "train_teacher", n)
+    stop_before_call(teachers_module, "train_teacher", n)
 else:
     stop_after_tensors_of_checkpoint(n)
 sys.argv = [str(SCRIPT), *sys.argv[4:]]

@@ -12,17 +12,12 @@ import torch
 import torch.nn as nn
 from accelerate.state import AcceleratorState
 
-from hf_distill import DistillationArguments, DistillationTrainer, load_image_dataset
+from hf_distill import DistillationArguments, DistillationTrainer
 from hf_distill.models import create_model
-from hf_distill.training import FitConfig, fit, frozen_copy
+from hf_distill.training import FitConfig, fit
 
 TINY = dict(ipc=2, iterations=3, num_teachers=1, teacher_epochs=2, batch_size=64, student_epochs=2, num_checkpoints=2,
-            eval_epochs=2, num_eval_runs=1, eval_label_modes=["logits_l1"], model_kwargs='{"net_width": 16}')
-
-
-def test_fp16_is_refused_with_the_fix():
-    with pytest.raises(ValueError, match="loss scaling.*--mixed_precision bf16"):
-        DistillationArguments(mixed_precision="fp16")
+            eval_epochs=2, num_eval_runs=1, eval_protocols=["apm"], model_kwargs='{"net_width": 16}')
 
 
 def test_bf16_autocast_reaches_every_loop(tmp_path):
@@ -45,7 +40,8 @@ def test_bf16_autocast_reaches_every_loop(tmp_path):
     assert teacher_convs and set(teacher_convs) == {torch.bfloat16}  # teacher training
     assert set(conv_dtypes) == {torch.bfloat16}  # students, image steps, evaluation models
     assert distilled.images.dtype == torch.float32 and torch.isfinite(distilled.images).all()
-    assert 0 <= results["results"]["distilled"]["convnet3"]["mean"] <= 100  # scored (a 2-epoch model: no margin)
+    score, tested = results.headline["distilled"]["convnet3"], len(trainer.data.test_labels)
+    assert len(score.runs) == 1 and round(score.runs[0] * tested / 100, 6).is_integer()  # a share of the test images
 
 
 def _fit(compiled: bool, epochs: int = 3):
@@ -58,6 +54,7 @@ def _fit(compiled: bool, epochs: int = 3):
     return model, snapshots, x
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager_and_its_snapshots_are_copies():
     eager, eager_snapshots, x = _fit(compiled=False)
     compiled, snapshots, _ = _fit(compiled=True)
@@ -86,6 +83,7 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc setting")
 def test_kept_memory_is_reused_without_page_faults():
     faults = {}

@@ -109,24 +109,43 @@ def test_missing_split_lists_the_splits(tmp_path):
 
 
 # ------------------------------------------------------------------------------- arguments and models
-@pytest.mark.parametrize("overrides,message", [
-    (dict(batch_syn=4, segment_size=8), "--segment_size"),
-    (dict(student_epochs=3, num_checkpoints=5), "--num_checkpoints"),
-    (dict(lr_img=0.0), "--lr_img must be positive"),
-    (dict(lr_net=math.nan), "--lr_net must be positive"),
-    (dict(iterations=-1), "--iterations must be positive"),
-    (dict(save_steps=0), "--save_steps must be positive"),
-    (dict(save_total_limit=0), "--save_total_limit must be positive"),
-    (dict(ce_weight=-0.1), "--ce_weight must be zero or positive"),
-    (dict(mixed_precision="fp32"), r"--mixed_precision 'fp32' is not valid; choose from \['no', 'bf16', 'fp16'\]"),
-    (dict(eval_label_modes=["soft"]), "--eval_label_modes"),
-    (dict(eval_lr=0.0), "--eval_lr must be positive"),
+@pytest.mark.parametrize("overrides,message", [  # message, or (message of the class, message of the command line)
+    (dict(ipc=0), r"--ipc must be positive, got 0\."),
+    (dict(batch_syn=4, segment_size=8), r"--segment_size \(8\) cannot exceed --batch_syn \(4\)"),
+    (dict(student_epochs=3, num_checkpoints=5), r"--num_checkpoints \(5\) cannot exceed --student_epochs \(3\)"),
+    (dict(lr_img=0.0), r"--lr_img must be positive, got 0\.0"),
+    (dict(lr_net=math.nan), "--lr_net must be positive, got nan"),
+    (dict(iterations=-1), "--iterations must be positive, got -1"),
+    (dict(save_steps=0), "--save_steps must be positive, got 0"),
+    (dict(save_total_limit=0), "--save_total_limit must be positive, got 0"),
+    (dict(ce_weight=-0.1), r"--ce_weight must be zero or positive, got -0\.1"),
+    (dict(mixed_precision="fp32"), (r"--mixed_precision 'fp32' is not valid; choose from \['no', 'bf16', 'fp16'\]",
+                                    r"argument --mixed_precision.*invalid choice: 'fp32'")),
+    (dict(mixed_precision="fp16"), "fp16 is not supported.*loss scaling.*--mixed_precision bf16"),
+    (dict(eval_protocols=["soft"]), (r"--eval_protocols \['soft'\] is not valid; choose from",
+                                     r"argument --eval_protocols.*invalid choice: 'soft'")),
+    (dict(eval_lr=0.0), r"--eval_lr must be positive, got 0\.0"),
     (dict(eval_dsa_strategy="crop_blur"), r"Invalid DSA strategy 'crop_blur': unknown ops \['blur'\]"),
-    (dict(overwrite_output_dir=True, resume_from_checkpoint="last"), "pass only one of them"),
+    (dict(overwrite_output_dir=True, resume_from_checkpoint="last"), "--overwrite_output_dir deletes.*pass only one of them"),
+    (dict(push_to_hub=True), "--push_to_hub needs --hub_dataset_id"),
+    (dict(hub_teachers_id="org/teachers"), "--hub_teachers_id is only used with --push_to_hub"),
+    (dict(push_to_hub=True, hub_dataset_id="org/set", hub_teachers_id="org/teachers", teachers="hf-hub:org/pool"),
+     r"the teachers already come from the Hub \(hf-hub:org/pool\); drop --hub_teachers_id"),
 ])
-def test_bad_hyper_parameters(tmp_path, overrides, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_arguments_are_refused_by_the_class_and_by_the_command_line(tmp_path, capsys, overrides, message):
+    """Every argument check, once: `DistillationArguments` raises ValueError, `parse_args` (what `hf-distill distill`
+    and examples/distill.py run) exits with status 2 and one `error:` line; neither creates the output folder."""
+    from hf_distill.cli import parse_args
+    class_message, cli_message = message if isinstance(message, tuple) else (message, message)
+    with pytest.raises(ValueError, match=class_message):
         _args(tmp_path / "run", **overrides)
+    flags = [f"--{key}={value}" for key, value in {**TINY, **overrides}.items() if not isinstance(value, list)]
+    flags += [word for key, value in overrides.items() if isinstance(value, list) for word in (f"--{key}", *value)]
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--output_dir", str(tmp_path / "run"), *flags])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert exit_info.value.code == 2 and len(errors) == 1 and re.search(cli_message, errors[0]), errors
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -268,18 +287,6 @@ def test_pickled_weights_are_refused_without_being_unpickled(tmp_path, digits, t
     _pickle(distilled / "distilled.safetensors", marker)
     with pytest.raises(ValueError, match="distilled/distilled.safetensors is missing, truncated or corrupt.*again"):
         load_distilled(distilled)
-    assert not marker.exists()
-
-
-def test_a_dataset_loading_script_is_never_run(tmp_path):
-    folder, marker = tmp_path / "scripted", tmp_path / "script-ran"
-    (folder / "data").mkdir(parents=True)
-    features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}
-    for split in ("train", "test"):
-        _parquet(folder / "data" / f"{split}.parquet", {"image": _images(2), "label": [0, 1]}, features)
-    (folder / "scripted.py").write_text(f"import os\nos.mkdir({str(marker)!r})\n")
-    with pytest.raises(RuntimeError, match="scripts are no longer supported"):
-        load_image_dataset(str(folder))
     assert not marker.exists()
 
 

@@ -8,9 +8,10 @@ from huggingface_hub import DatasetCard
 
 import datasets
 from hf_distill import DistillationArguments, DistilledSet, Preprocessing, load_distilled, load_image_dataset, save_distilled
-from hf_distill.distilled import write_card
-from hf_distill.evaluation import EvalJob, assemble_results
+from hf_distill.evaluation import EvalJob, JobScore, collect
+from hf_distill.export import write_card
 from hf_distill.hub import dataset_provenance
+from hf_distill.records import Compute, EvalResults, EvalSettings, RunMetadata, Summary
 
 CLASSES = [f"class {i}" for i in range(10)]
 
@@ -22,12 +23,12 @@ def synthetic_set(channels: int, zca: bool, ipc: int = 2, metadata: dict | None 
     real = torch.randint(0, 256, (10 * ipc, channels, 8, 8), generator=g, dtype=torch.uint8)
     images = preprocessing(real) + 0.05 * torch.randn(real.shape, generator=g)
     return DistilledSet(images, torch.arange(10).repeat_interleave(ipc), torch.randn(10 * ipc, 10, generator=g),
-                        preprocessing, CLASSES, metadata or {})
+                        preprocessing, CLASSES, RunMetadata.from_dict(metadata or {}))
 
 
 def run_metadata() -> dict:
     """What `DistillationTrainer.train` records, for a run on a Hub dataset."""
-    args = DistillationArguments(dataset="org/tiny-digits", ipc=2, eval_label_modes=["logits_l1", "hard"],
+    args = DistillationArguments(dataset="org/tiny-digits", ipc=2, eval_protocols=["apm", "hard"],
                                  model_kwargs='{"net_width": 16}', eval_epochs=2, hub_dataset_id="org/tiny-apm")
     source = {"dataset": "org/tiny-digits", "config_name": None, "train_split": "train", "test_split": "test",
               "image_column": "image", "label_column": "label", "fingerprint": "f1e2d3c4b5a69788",
@@ -41,17 +42,15 @@ def run_metadata() -> dict:
                         "hardware": "Test CPU, 2 cores", "torch": torch.__version__}}
 
 
-def eval_results() -> dict:
-    jobs, scores = [], []
-    for mode, sets in (("logits_l1", ("distilled", "distilled_8bit", "random_subset")), ("hard", ("distilled", "random_subset"))):
+def eval_results() -> EvalResults:
+    scores = []
+    for mode, sets in (("apm", ("distilled", "distilled_8bit", "random_subset")), ("hard", ("distilled", "random_subset"))):
         for set_name in sets:
             for run, score in enumerate((61.25, 63.75)):
-                jobs.append(EvalJob(set_name, mode, "convnet3", run))
-                scores.append(score + len(set_name) + len(mode))
-    results = assemble_results(jobs, scores, [91.5, 92.5], "logits_l1")
-    return {"results": results, "protocol": {"test_split": "test", "test_size": 540, "eval_epochs": 2, "lr_net": 0.1,
-                                             "batch_size": 256, "dsa_strategy": "color_crop", "random_subset": "ipc real images"},
-            "compute": {"wall_time_s": 300.0, "peak_memory_mb": 900.0}}
+                scores.append(JobScore(EvalJob(set_name, mode, "convnet3", run), score + len(set_name) + {"apm": 9, "hard": 4}[mode], 1.0))
+    settings = EvalSettings(["apm", "hard"], ["convnet3"], 2, 2, 0.1, 256, "color_crop", 4.0, "test", 540, 2)
+    return EvalResults("org/tiny-digits", 2, "convnet3", Summary.of([91.5, 92.5]), collect(scores), settings,
+                       compute=Compute(300.0, 900.0))
 
 
 @pytest.mark.parametrize("channels,zca", [(1, False), (3, True)])
@@ -112,7 +111,7 @@ def test_card_reports_everything_and_its_snippet_trains_from_load_dataset(tmp_pa
                      "split `test` (540 images)",  # evaluation: protocol, then distilled vs 8-bit vs random vs hard
                      "| distilled, exact floats (`distilled.safetensors`) | soft: teacher logits, L1 | `convnet3` | 80.50 ± 1.77 | 2 |",
                      "| distilled, 8-bit `image` column | soft: teacher logits, L1 |",
-                     "| random real subset, same IPC | hard: class ids, CE |",
+                     "| random real subset, same IPC (paired) | hard: class ids, CE |",
                      "2.1 min", "Test CPU, 2 cores", "812 MB",  # compute
                      "not comparable with hard-label results", "load_dataset(repo"):
         assert expected in text, expected
@@ -136,13 +135,3 @@ def test_sources_record_revision_fingerprint_and_license(tmp_path):
     (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# local\n")
     assert dataset_provenance(str(folder)) == {"revision": None, "license": "apache-2.0", "url": None}
     assert dataset_provenance("data/*.parquet")["license"] == "unknown"
-
-
-def test_push_to_hub_needs_a_dataset_id():
-    with pytest.raises(ValueError, match="--push_to_hub needs --hub_dataset_id"):
-        DistillationArguments(push_to_hub=True)
-    with pytest.raises(ValueError, match="--hub_teachers_id is only used with --push_to_hub"):
-        DistillationArguments(hub_teachers_id="org/teachers")
-    with pytest.raises(ValueError, match=r"the teachers already come from the Hub \(hf-hub:org/pool\)"):
-        DistillationArguments(push_to_hub=True, hub_dataset_id="org/set", hub_teachers_id="org/teachers",
-                              teachers="hf-hub:org/pool")

@@ -20,6 +20,7 @@ TINY = dict(ipc=2, iterations=3, num_teachers=1, teacher_epochs=10, batch_size=6
             eval_epochs=2, num_eval_runs=2, model_kwargs='{"net_width": 16}')  # teachers learn: about 80% on digits
 
 
+@pytest.mark.slow
 def test_example_script_with_yaml_config_writes_every_output(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("\n".join(f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {v}" for k, v in TINY.items()) + "\n")
@@ -27,14 +28,22 @@ def test_example_script_with_yaml_config_writes_every_output(tmp_path):
     proc = subprocess.run([sys.executable, "examples/distill.py", "--config", str(config), "--output_dir", str(out),
                            "--iterations", "4"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "random, paired (start images) (logits_l1)" in proc.stdout and "teacher" in proc.stdout
-    assert "random, new draw per run (logits_l1)" in proc.stdout and "random, new draw per run (hard)" not in proc.stdout
+    assert "random, paired (start images) (apm)" in proc.stdout and "teacher" in proc.stdout
+    assert "random, new draw per run (apm)" in proc.stdout and "random, new draw per run (hard)" not in proc.stdout
 
     results = json.loads((out / "eval_results.json").read_text())
     for set_name in ("distilled", "random_subset", "random_draws"):
         entry = results["results"][set_name]["convnet3"]
-        assert len(entry["runs"]) == 2 and entry["mean"] == pytest.approx(sum(entry["runs"]) / 2)
-    assert set(results["results"]["label_modes"]) == {"logits_l1", "hard"}
+        assert len(entry["runs"]) == 2 and all(round(run * 5.4, 6).is_integer() for run in entry["runs"])  # of 540
+        assert entry["std"] == pytest.approx(abs(entry["runs"][0] - entry["runs"][1]) / 2 ** 0.5)  # sample std of 2
+        assert f"{entry['mean']:.2f} +- {entry['std']:.2f}" in proc.stdout  # the printed table shows the saved numbers
+    modes = results["results"]["label_modes"]
+    assert set(results["results"]["paired_difference"]) == set(modes)
+    for mode, difference in results["results"]["paired_difference"].items():  # run by run: the same start images
+        distilled, paired = (modes[mode][s]["convnet3"]["runs"] for s in ("distilled", "random_subset"))
+        assert difference["convnet3"]["runs"] == pytest.approx([d - r for d, r in zip(distilled, paired)])
+        assert difference["convnet3"]["mean"] == pytest.approx((distilled[0] - paired[0] + distilled[1] - paired[1]) / 2)
+    assert set(results["results"]["label_modes"]) == {"apm", "hard"}
     data, (model, _) = load_image_dataset("digits"), load_teacher(out / "teachers" / "teacher-000")
     preprocessing = load_preprocessing(out / "teachers")
     test_accuracy = _top1(model, preprocessing(data.test_images), data.test_labels)
@@ -46,9 +55,10 @@ def test_example_script_with_yaml_config_writes_every_output(tmp_path):
     assert distilled.images.shape == (20, 1, 8, 8) and distilled.images.dtype == torch.float32
     assert distilled.labels.tolist() == [c for c in range(10) for _ in range(2)]
     assert distilled.soft_labels.shape == (20, 10)
-    assert distilled.metadata["args"]["iterations"] == 4
+    assert distilled.metadata.args["iterations"] == 4
     card = (out / "distilled" / "README.md").read_text()  # saved before evaluation, re-rendered with the results after
-    assert "| random real subset, same IPC | soft: teacher logits, L1 | `convnet3` |" in card
+    assert "| random real subset, same IPC (paired) | soft: teacher logits, L1 | `convnet3` |" in card
+    assert "| random real subset, same IPC (new draw per run) | soft: teacher logits, L1 | `convnet3` |" in card
     assert (out / "distilled" / "data" / "train-00000-of-00001.parquet").exists()
     assert Image.open(out / "distilled_grid.png").size[0] > 32
 
@@ -114,7 +124,7 @@ def test_callbacks_see_every_step_and_can_stop_training(tmp_path):
     trainer = DistillationTrainer(args, callbacks=[StopAtTwo()])
     distilled = trainer.train()
     assert StopAtTwo.steps == [1, 2] and [log["step"] for log in StopAtTwo.logs] == [1, 2]
-    assert distilled.metadata["iterations_done"] == 2
+    assert distilled.metadata.iterations_done == 2
 
 
 def test_stock_callbacks_work_or_are_refused_clearly(tmp_path, capsys):
@@ -136,16 +146,10 @@ def test_arguments_validate_and_fill_dataset_defaults(tmp_path, capsys):
     assert args.model_kwargs == {"net_width": 32} and DistillationArguments().model_kwargs == {}
     generic = DistillationArguments(dataset="uoft-cs/cifar10")
     assert (generic.iterations, generic.student_epochs, generic.eval_epochs) == (2500, 250, 1000)
-    assert generic.output_dir == "outputs/cifar10-apm-ipc10"
-    with pytest.raises(ValueError, match="num_checkpoints"):
-        DistillationArguments(student_epochs=3, num_checkpoints=5)
-    with pytest.raises(ValueError, match="segment_size"):
-        DistillationArguments(batch_syn=10, segment_size=20)
-    with pytest.raises(ValueError, match="--lr_img must be positive"):
-        DistillationArguments(lr_img=0)
+    assert generic.output_dir == "outputs/cifar10-apm-ipc10"  # each argument check: test_errors.py, test_bad_arguments_*
     bad = tmp_path / "bad.yaml"
     bad.write_text("ipcs: 3\n")
-    for argv, message in ((["--config", str(bad)], "Unknown keys ['ipcs']"), (["--ipc", "0"], "--ipc must be positive"),
+    for argv, message in ((["--config", str(bad)], "Unknown keys ['ipcs']"),
                           (["--config", str(tmp_path / "none.yaml")], "[Errno 2] No such file or directory")):
         with pytest.raises(SystemExit) as exit_info:
             parse_args(argv)
@@ -163,14 +167,14 @@ def test_ipc_larger_than_a_class_fails_before_any_training(tmp_path):
 
 
 def test_evaluation_models_train_at_eval_lr_and_eval_dsa_strategy(tmp_path, monkeypatch):
-    import hf_distill.trainer as trainer_module
-    configs = []
-    monkeypatch.setattr(trainer_module, "train_and_test", lambda job, *args, **kwargs: configs.append(args[5]) or 50.0)
+    import hf_distill.evaluation as evaluation
+    protocols = []
+    monkeypatch.setattr(evaluation, "train_and_test", lambda job, labelled, protocol, *args, **kwargs: protocols.append(protocol) or 50.0)
     default = DistillationArguments(output_dir=str(tmp_path / "a"), **TINY)
     assert (default.eval_lr, default.eval_dsa_strategy) == (default.lr_net, default.dsa_strategy)
     args = DistillationArguments(output_dir=str(tmp_path / "b"), eval_lr=0.03, eval_dsa_strategy="none", **TINY)
     trainer = DistillationTrainer(args)
     trainer.train()
     results = trainer.evaluate()
-    assert configs and {(c.lr, c.augment) for c in configs} == {(0.03, False)}
-    assert (results["protocol"]["lr_net"], results["protocol"]["dsa_strategy"]) == (0.03, "none")
+    assert protocols and {(p.lr, p.fit_config(64).augment) for p in protocols} == {(0.03, False)}
+    assert (results.settings.lr, results.settings.augmentation) == (0.03, "none")

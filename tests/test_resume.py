@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import hf_distill.trainer as trainer_module
+import hf_distill.teachers as teachers_module
 from hf_distill import DistillationArguments, DistillationTrainer, load_image_dataset
 from hf_distill.checkpoints import list_checkpoints
+
+pytestmark = pytest.mark.slow  # the fast tier (pytest -m "not slow") leaves this file out
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(ipc=1, iterations=12, student_epochs=5, num_checkpoints=2, num_teachers=2, teacher_epochs=1, save_steps=4,
@@ -130,8 +132,8 @@ def test_killed_teacher_training_keeps_finished_teachers(tmp_path, data, monkeyp
     assert sorted(p.name for p in root.iterdir()) == ["preprocessing.safetensors", "teacher-000"]
     before = _files(root / "teacher-000")
     trained = []
-    train_teacher = trainer_module.train_teacher
-    monkeypatch.setattr(trainer_module, "train_teacher",
+    train_teacher = teachers_module.train_teacher
+    monkeypatch.setattr(teachers_module, "train_teacher",
                         lambda spec, *args, **kwargs: trained.append(spec.seed) or train_teacher(spec, *args, **kwargs))
     DistillationTrainer(_args(out, num_teachers=3), data=data).prepare_teachers()
     assert trained == [1, 2]  # teacher i has seed `seed + i`: only the two missing teachers were trained

@@ -15,34 +15,36 @@ from hf_distill.fake_data import make_image_dataset
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _peak_rss_anon_kb(tmp_path: Path, train_rows: int) -> int:
-    """Peak RssAnon of `tests/memory_probe.py` on a generated set whose `datasets` cache exists already. The first
-    `load_dataset` of new parquet files is `datasets`' own work, not hf-distill's, and its allocator may keep pages,
-    so it runs in a process of its own first (benchmarks/scale.py times it as 'prepare'); the probe then decodes
-    into the store and runs the whole pipeline."""
+def _first_run_peak_pss_anon_kb(tmp_path: Path, train_rows: int) -> int:
+    """Peak Pss_Anon over the process tree of `tests/memory_probe.py`, a whole tiny run on a generated set seen for the
+    first time (a fresh cache): `datasets` converts the parquet files, the store decodes them, then the pipeline runs."""
     data = make_image_dataset(tmp_path / f"data{train_rows}", train_rows, 500, num_classes=10, side=32, num_proc=2)
-    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "cache")}
-    prepare = f"import datasets; datasets.load_dataset({str(data)!r}, cache_dir={str(tmp_path / 'cache')!r})"
-    subprocess.run([sys.executable, "-c", prepare], env=env, check=True, capture_output=True, timeout=900)
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "memory_probe.py"), str(data), str(tmp_path / "cache"),
-                           str(tmp_path / f"run{train_rows}")], capture_output=True, text=True, timeout=900, env=env)
+    cache = tmp_path / f"cache{train_rows}"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "memory_probe.py"), str(data), str(cache),
+                           str(tmp_path / f"run{train_rows}")], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "HF_DATASETS_CACHE": str(cache)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["train_images"] == train_rows
-    return result["peak_rss_anon_kb"]
+    return result["peak_pss_anon_kb"]
 
 
-def test_peak_anonymous_memory_does_not_grow_with_the_dataset(tmp_path):
-    """40k vs 5k images of 3x32x32 (123 MB vs 15 MB decoded): the whole run's peak RssAnon grows by less than 15%."""
-    small, large = _peak_rss_anon_kb(tmp_path, 5_000), _peak_rss_anon_kb(tmp_path, 40_000)
-    print(f"peak RssAnon: {small / 1024:.0f} MB with 5,000 images, {large / 1024:.0f} MB with 40,000")  # pytest -s
-    assert large < 1.15 * small, f"peak RssAnon {small} kB with 5k images, {large} kB with 40k"
+@pytest.mark.slow
+def test_peak_anonymous_memory_of_a_first_run_does_not_grow_with_the_dataset(tmp_path):
+    """40k vs 5k images of 3x32x32 (123 MB vs 15 MB decoded), each loaded for the first time: the whole run's peak
+    Pss_Anon grows by less than 30%. Measured on 2 cores: 604 -> 683 MB and 613 -> 708 MB (x1.13, x1.16; 667 MB at
+    160k). Conversion memory held for the whole run (about 3 kB an image, as issue 32 measured) would add ~120 MB at
+    40k (x1.35)."""
+    small, large = _first_run_peak_pss_anon_kb(tmp_path, 5_000), _first_run_peak_pss_anon_kb(tmp_path, 40_000)
+    print(f"peak Pss_Anon: {small / 1024:.0f} MB with 5,000 images, {large / 1024:.0f} MB with 40,000")  # pytest -s
+    assert large < 1.3 * small, f"peak Pss_Anon {small} kB with 5k images, {large} kB with 40k"
 
 
+@pytest.mark.slow
 def test_thousand_classes_run_end_to_end_and_export_in_shards(tmp_path, monkeypatch, caplog):
-    import hf_distill.distilled as distilled_module
+    import hf_distill.export as export_module
 
-    monkeypatch.setattr(distilled_module, "MAX_SHARD_BYTES", 1_500_000)  # ~4.3 MB of rows: 3 parquet files
+    monkeypatch.setattr(export_module, "MAX_SHARD_BYTES", 1_500_000)  # ~4.3 MB of rows: 3 parquet files
     data = make_image_dataset(tmp_path / "data", 2000, 1000, num_classes=1000, side=8)
     args = DistillationArguments(dataset=str(data), cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "run"),
                                  ipc=1, iterations=2, num_teachers=1, teacher_epochs=1, student_epochs=2,
@@ -50,11 +52,11 @@ def test_thousand_classes_run_end_to_end_and_export_in_shards(tmp_path, monkeypa
     trainer = DistillationTrainer(args)
     trainer.train()
     folder = trainer.save_distilled()
-    caplog.set_level("INFO", logger="hf_distill.trainer")
+    caplog.set_level("INFO", logger="hf_distill.evaluation")
     trainer.save_eval_results(trainer.evaluate())
     plan = next(r.message for r in caplog.records if r.message.startswith("Evaluation plan"))
-    assert ("6 models = [distilled (logits_l1 + hard), distilled_8bit (logits_l1), random_subset (logits_l1 + hard), "
-            "random_draws (logits_l1)]") in plan
+    assert ("6 models = [distilled (apm + hard), distilled_8bit (apm), random_subset (apm + hard), "
+            "random_draws (apm)]") in plan
     assert "2 epochs x 4 steps: 48 training steps" in plan
     assert any("training the 6 models should take about" in r.message for r in caplog.records)
     assert any("with its test scoring: the evaluation should take about" in r.message for r in caplog.records)
@@ -68,4 +70,4 @@ def test_thousand_classes_run_end_to_end_and_export_in_shards(tmp_path, monkeypa
     distilled = load_distilled(folder)
     assert distilled.images.shape == (1000, 3, 8, 8) and distilled.soft_labels.shape == (1000, 1000)
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
-    assert set(results["results"]["label_modes"]) == {"logits_l1", "hard"}
+    assert set(results["results"]["label_modes"]) == {"apm", "hard"}

@@ -10,9 +10,12 @@ import torch
 from safetensors.torch import save_file
 
 import datasets
+import hf_distill.evaluation as evaluation
+import hf_distill.leaderboard as leaderboard
 import hf_distill.scoring as scoring
 from hf_distill import DistillationArguments, DistillationTrainer, Preprocessing, evaluate_set, load_image_dataset
-from hf_distill.scoring import append_leaderboard, read_set, render_leaderboard
+from hf_distill.leaderboard import append_leaderboard, render_leaderboard
+from hf_distill.scoring import read_set
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(models=["convnet3"], epochs=2, num_runs=2)
@@ -40,10 +43,11 @@ def recorded(monkeypatch):
     """Every (set name, label mode, run, images, targets) that `evaluate_set` trains a model on."""
     calls = []
 
-    def record(job, images, labels, soft_labels, *args, **kwargs):
-        calls.append((job.set_name, job.label_mode, job.run, images.clone(), labels if job.label_mode == "hard" else soft_labels))
+    def record(job, labelled, protocol, *args, **kwargs):
+        targets = labelled.soft_labels if protocol.soft else labelled.labels
+        calls.append((job.set_name, job.protocol, job.run, labelled.images.clone(), targets))
         return 50.0 + job.run
-    monkeypatch.setattr(scoring, "train_and_test", record)
+    monkeypatch.setattr(evaluation, "train_and_test", record)
     return calls
 
 
@@ -55,10 +59,10 @@ def test_our_set_is_scored_under_apm_and_hard_next_to_fresh_random_subsets_and_t
     assert rows[0][:2] == ("teachers (1)", "-") and result.rows[0].mean > 30  # the teacher learned something
     assert {(r.dataset, r.test_size) for r in result.rows} == {("digits", len(digits.test_labels))}
     by_set = {(name, mode, r): (images, targets) for name, mode, r, images, targets in recorded}
-    assert torch.equal(by_set["set", "logits_l1", 0][0], by_set["set", "logits_l1", 1][0])
+    assert torch.equal(by_set["set", "apm", 0][0], by_set["set", "apm", 1][0])
     assert not torch.equal(by_set["random_subset", "hard", 0][0], by_set["random_subset", "hard", 1][0])  # new draws
-    assert by_set["set", "logits_l1", 0][1].shape == (20, 10) and by_set["set", "hard", 0][1].shape == (20,)
-    assert by_set["random_subset", "logits_l1", 0][1].shape == (20, 10)  # labelled by the teacher
+    assert by_set["set", "apm", 0][1].shape == (20, 10) and by_set["set", "hard", 0][1].shape == (20,)
+    assert by_set["random_subset", "apm", 0][1].shape == (20, 10)  # labelled by the teacher
     teacher, set_apm, random_apm, set_hard, random_hard = (r.fingerprint for r in result.rows)
     assert set_apm == set_hard == read_set(str(run / "distilled"), digits).fingerprint
     assert teacher == random_apm != set_apm and random_hard is None  # rows labelled by the pool carry its fingerprint
@@ -124,6 +128,7 @@ def test_a_release_is_read_in_its_own_space(tmp_path, digits):
         read_set(str(tmp_path / "N.safetensors"), digits)
 
 
+@pytest.mark.slow
 def test_evaluate_command_adds_to_a_leaderboard_that_renders(tmp_path, run):
     board = tmp_path / "board.json"
     cli = [sys.executable, "-m", "hf_distill"]
@@ -134,16 +139,47 @@ def test_evaluate_command_adds_to_a_leaderboard_that_renders(tmp_path, run):
     assert "| run | APM | 2 | hard | convnet3 |" in proc.stdout and "random subset, new draw per run" in proc.stdout
     rows = json.loads(board.read_text())["rows"]
     assert all(row["seconds"] > 0 for row in rows) and " min |" in proc.stdout  # what each row cost is recorded
-    append_leaderboard(board, [scoring.ScoreRow(**{**rows[0], "seconds": 1.0})])  # the same row scored again, in
+    append_leaderboard(board, [leaderboard.ScoreRow(**{**rows[0], "seconds": 1.0})])  # the same row scored again, in
     assert len(json.loads(board.read_text())["rows"]) == 2  # another time, is not added twice
-    append_leaderboard(board, [scoring.ScoreRow(**{**rows[0], "epochs": 3})])
+    append_leaderboard(board, [leaderboard.ScoreRow(**{**rows[0], "epochs": 3})])
     assert len(json.loads(board.read_text())["rows"]) == 3
     rendered = subprocess.run([*cli, "leaderboard", str(board)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert rendered.stdout == render_leaderboard(board) + "\n" and rendered.stdout.count("| run | APM |") == 2
+    assert rendered.stdout.count("| run | APM | 2 | hard | convnet3 |") == 2  # the 2- and the 3-epoch row
     missing = subprocess.run([*cli, "leaderboard", str(tmp_path / "none.json")], cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.strip().startswith("error: No leaderboard at")
 
 
+@pytest.mark.slow
+def test_leaderboard_command_prints_every_row_of_a_hand_made_file_grouped_and_best_first(tmp_path):
+    def row(name, ipc, protocol, mean, std, runs, seconds, fingerprint, **other):
+        return {"set": name, "method": "M", "ipc": ipc, "protocol": protocol, "model": "convnet3", "mean": mean,
+                "std": std, "runs": runs, "test_split": "test", "hardware": "cpu X", "epochs": 300, "lr": 0.01,
+                "seconds": seconds, "fingerprint": fingerprint, "model_fingerprint": None, "dataset": "data/small",
+                "test_size": 1017, **other}
+    rows = [row("A", 10, "hard", 40.04, 0.5, [39.54, 40.54], 150.0, "fa"),
+            row("B", 10, "hard", 61.26, 1.26, [60.0, 61.26, 62.52], 30.0, "fb", hardware="cpu Y"),
+            row("A", 1, "hard", 20.0, 2.0, [18.0, 22.0], None, "fa1"),
+            row("A", 10, "apm", 55.56, 0.04, [55.52, 55.6], 600.0, "fa", epochs=1000, lr=0.02),
+            row("teachers (2)", 0, "-", 70.0, 0.0, [70.0], 12.0, "ft", method="teacher", model="-", epochs=0, lr=0.0)]
+    board = tmp_path / "board.json"
+    board.write_text(json.dumps({"rows": rows}))
+    proc = subprocess.run([sys.executable, "-m", "hf_distill", "leaderboard", str(board)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [  # teachers first, then by protocol, model and IPC, best first within
+        "| set | method | IPC | protocol | model | top-1 % | runs | data (test images) | epochs | lr | time | fingerprint |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| teachers (2) | teacher | - | - | - | 70.0 ± 0.0 | 1 | small test (1,017) | - | - | 0.2 min | ft |",
+        "| A | M | 10 | apm | convnet3 | 55.6 ± 0.0 | 2 | small test (1,017) | 1000 | 0.02 | 10.0 min | fa |",
+        "| A | M | 1 | hard | convnet3 | 20.0 ± 2.0 | 2 | small test (1,017) | 300 | 0.01 | - | fa1 |",
+        "| B | M | 10 | hard | convnet3 | 61.3 ± 1.3 | 3 | small test (1,017) | 300 | 0.01 | 0.5 min | fb |",
+        "| A | M | 10 | hard | convnet3 | 40.0 ± 0.5 | 2 | small test (1,017) | 300 | 0.01 | 2.5 min | fa |",
+        "",
+        "Hardware: cpu X; cpu Y.",
+    ]
+
+
+@pytest.mark.slow
 def test_torch_compile_compiles_every_fresh_model_and_scores_as_eager(run, digits, monkeypatch):
     import hf_distill.training as training
     compiled = []
@@ -159,14 +195,15 @@ def test_torch_compile_compiles_every_fresh_model_and_scores_as_eager(run, digit
         assert abs(a - b) <= 1.0
 
 
+@pytest.mark.slow
 def test_leaderboard_by_architecture_puts_each_set_on_one_line_per_source_dataset(tmp_path):
     def row(name, model, mean, dataset="data/small", test_size=1017):
-        return scoring.ScoreRow(name, "M", 10, "hard", model, mean, 1.0, [mean] * 3, "test", "cpu", 300, 0.01,
+        return leaderboard.ScoreRow(name, "M", 10, "hard", model, mean, 1.0, [mean] * 3, "test", "cpu", 300, 0.01,
                                 dataset=dataset, test_size=test_size)
     board = append_leaderboard(tmp_path / "board.json", [
         row("A", "convnet3", 40.0), row("B", "convnet3", 60.0), row("A", "vgg11_small", 30.0),
         row("A", "convnet3", 45.0, "org/full", 10000),
-        scoring.ScoreRow("teachers (1)", "teacher", 0, "-", "-", 70.0, 0.0, [70.0], "test", "cpu", 0, 0.0,
+        leaderboard.ScoreRow("teachers (1)", "teacher", 0, "-", "-", 70.0, 0.0, [70.0], "test", "cpu", 0, 0.0,
                          dataset="data/small", test_size=1017)])
     table = subprocess.run([sys.executable, "-m", "hf_distill", "leaderboard", str(board), "--by_architecture"],
                            cwd=ROOT, capture_output=True, text=True, timeout=600).stdout.splitlines()
@@ -176,7 +213,7 @@ def test_leaderboard_by_architecture_puts_each_set_on_one_line_per_source_datase
                           "| full test (10,000) | A | M | 10 | hard | 300 | 3 | 45.0 ± 1.0 | - |"]  # a line per source
     assert "teachers (1) (small test (1,017)): 70.0 ± 0.0." in table
     remade = {"fingerprint": "remade"}  # another set under a known name keeps a line of its own, named by fingerprint
-    append_leaderboard(board, [scoring.ScoreRow(**{**json.loads(board.read_text())["rows"][0], **remade})])
+    append_leaderboard(board, [leaderboard.ScoreRow(**{**json.loads(board.read_text())["rows"][0], **remade})])
     table = render_leaderboard(board, by_architecture=True).splitlines()
     assert "| small test (1,017) | A [no fingerprint] | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | 30.0 ± 1.0 |" in table
     assert "| small test (1,017) | A [remade] | M | 10 | hard | 300 | 3 | 40.0 ± 1.0 | - |" in table
@@ -184,9 +221,9 @@ def test_leaderboard_by_architecture_puts_each_set_on_one_line_per_source_datase
 
 def test_rows_trained_on_an_earlier_model_definition_are_left_out_of_the_leaderboard(tmp_path):
     def row(name, model_print, mean, model="convnet3"):
-        return scoring.ScoreRow(name, "M", 10, "hard", model, mean, 1.0, [mean] * 3, "test", "cpu", 300, 0.01,
+        return leaderboard.ScoreRow(name, "M", 10, "hard", model, mean, 1.0, [mean] * 3, "test", "cpu", 300, 0.01,
                                 model_fingerprint=model_print)
-    teacher = scoring.ScoreRow("teachers (1)", "teacher", 0, "-", "-", 70.0, 0.0, [70.0], "test", "cpu", 0, 0.0)
+    teacher = leaderboard.ScoreRow("teachers (1)", "teacher", 0, "-", "-", 70.0, 0.0, [70.0], "test", "cpu", 0, 0.0)
     board = append_leaderboard(tmp_path / "board.json", [row("A", "v1", 40.0), row("A", "w1", 30.0, "vgg11_small"),
                                                          row("B", None, 50.0), row("A", "v2", 45.0), teacher])
     table = render_leaderboard(board, by_architecture=True)

@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import TrainerCallback
 
+import hf_distill.evaluation as evaluation_module
+import hf_distill.teachers as teachers_module
 import hf_distill.trainer as trainer_module
 from hf_distill import DistillationTrainer
 from hf_distill.cli import parse_args
@@ -37,8 +39,8 @@ class ImageHashes(TrainerCallback):
 
 
 trainer_module.accumulate_image_gradient = counting(trainer_module.accumulate_image_gradient, "segments", segments)
-trainer_module.train_and_test = counting(trainer_module.train_and_test, "eval_jobs")
-trainer_module.train_teacher = counting(trainer_module.train_teacher, "teachers")
+evaluation_module.train_and_test = counting(evaluation_module.train_and_test, "eval_jobs")
+teachers_module.train_teacher = counting(teachers_module.train_teacher, "teachers")
 
 out = Path(sys.argv[1])
 args = parse_args(sys.argv[2:])
@@ -53,5 +55,5 @@ resumed = DistillationTrainer(args, data=trainer.data).train(resume_from_checkpo
 save_file({"images": distilled.images.contiguous(), "soft_labels": distilled.soft_labels.contiguous()},
           out / f"rank{rank}.safetensors")
 (out / f"rank{rank}.json").write_text(json.dumps({"work": done, "world": trainer.accelerator.num_processes,
-                                                  "results": results["results"], "image_hashes": hashes.hashes,
+                                                  "results": results.to_dict()["results"], "image_hashes": hashes.hashes,
                                                   "resume_is_exact": torch.equal(resumed.images, distilled.images)}))
