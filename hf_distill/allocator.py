@@ -26,12 +26,15 @@ _applied: bool | None = None
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory in the heap (no mmap per large block, no trimming); True where that applies.
 
-    Idempotent; a no-op (False) on other C libraries and operating systems."""
+    Call it once the data is loaded: the free memory that loading left (a first run converts the parquet files) is
+    given back to the system first, so it does not stay in the process for the whole run. Idempotent; a no-op
+    (False) on other C libraries and operating systems."""
     global _applied
     if _applied is None:
         _applied = False
         if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc.malloc_trim(0)
             _applied = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM_BELOW))
             logger.debug("glibc keeps freed memory for reuse: %s", _applied)
     return _applied
