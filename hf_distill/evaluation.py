@@ -139,16 +139,22 @@ class EvalPlan:
                 f"{architectures} x {runs} runs; each {'/'.join(map(str, epochs))} epochs x {self.steps_per_epoch} "
                 f"steps: {self.total_epochs * self.steps_per_epoch:,} training steps in all.")
 
-    def estimate(self, seconds: float, world: int = 1, whole_model: bool = False) -> str:
+    def estimate(self, seconds: float, world: int = 1, whole_model: bool = False, compiled: bool = False) -> str:
         """The expected wall time on `world` processes, from the first model's first epoch (training only) or, with
-        `whole_model`, from the first whole model (training and test scoring)."""
+        `whole_model`, from the first whole model (training and test scoring). The first model is of the first
+        architecture; `compiled` says its time includes compiling."""
         models = math.ceil(len(self.jobs) / world)
+        first, others = self.jobs[0].model, len({job.model for job in self.jobs}) - 1
+        caveats = ([f"it includes compiling {first}"] if compiled else []) + (
+            [f"measured on {first}: the {others} other architecture(s) may cost far more or less"] if others else [])
+        caveat = f" ({'; '.join(caveats)})" if caveats else ""
         if whole_model:
             return (f"First evaluation model took {seconds:.1f} s with its test scoring: the evaluation should take "
-                    f"about {format_duration(seconds * models)} ({len(self.jobs)} models on {world} process(es)).")
+                    f"about {format_duration(seconds * models)} ({len(self.jobs)} models on {world} process(es))"
+                    f"{caveat}.")
         epochs = self.total_epochs / len(self.jobs) * models
         return (f"First evaluation epoch took {seconds:.2f} s: training the {len(self.jobs)} models should take about "
-                f"{format_duration(seconds * epochs)} on {world} process(es); test scoring comes on top.")
+                f"{format_duration(seconds * epochs)} on {world} process(es); test scoring comes on top{caveat}.")
 
 
 def format_duration(seconds: float) -> str:
@@ -288,23 +294,23 @@ def evaluate_jobs(
         job, start = jobs[index], time.perf_counter()
         source = sets[job.set_name]
         labelled = source if isinstance(source, LabelledSet) else source(job.run)
-        hook = _estimate_after_first_epoch(plan, world) if not mine and main else None
+        hook = _estimate_after_first_epoch(plan, world, compile) if not mine and main else None
         score = train_and_test(job, labelled, protocols[job.protocol], data, preprocessing, seed, batch_size, compile,
                                (model_kwargs or {}).get(job.model), device, autocast, hook)
         mine.append((index, JobScore(job, score, time.perf_counter() - start)))
         if len(mine) == 1 and main:
-            logger.info(plan.estimate(mine[0][1].seconds, world, whole_model=True))
+            logger.info(plan.estimate(mine[0][1].seconds, world, whole_model=True, compiled=compile))
     scores = dict(gather(mine) if gather is not None and world > 1 else mine)
     return [scores[i] for i in range(len(jobs))]
 
 
-def _estimate_after_first_epoch(plan: EvalPlan, world: int) -> Callable[[int], None]:
+def _estimate_after_first_epoch(plan: EvalPlan, world: int, compiled: bool) -> Callable[[int], None]:
     """An `on_epoch_end` hook that logs the evaluation's expected duration once its first epoch is done."""
     start = time.perf_counter()
 
     def hook(epoch: int) -> None:
         if epoch == 1:
-            logger.info(plan.estimate(time.perf_counter() - start, world))
+            logger.info(plan.estimate(time.perf_counter() - start, world, compiled=compiled))
     return hook
 
 

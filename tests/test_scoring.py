@@ -234,3 +234,14 @@ def test_rows_trained_on_an_earlier_model_definition_are_left_out_of_the_leaderb
     assert table.endswith("Left out: 1 row(s) trained on another definition of convnet3 than the latest "
                           "(`model_fingerprint`).")
     assert "40.0" not in render_leaderboard(board)
+
+
+def test_the_duration_estimate_names_what_it_was_measured_on():
+    jobs = [evaluation.EvalJob("set", "hard", model, 0) for model in ("alexnet_small", "resnet18_small")]
+    plan = evaluation.EvalPlan(jobs, evaluation.PROTOCOLS, steps_per_epoch=1)
+    assert plan.estimate(60.0, whole_model=True) == (
+        "First evaluation model took 60.0 s with its test scoring: the evaluation should take about 2.0 min (2 models "
+        "on 1 process(es)) (measured on alexnet_small: the 1 other architecture(s) may cost far more or less).")
+    alone = evaluation.EvalPlan(jobs[:1], evaluation.PROTOCOLS, steps_per_epoch=1)
+    assert alone.estimate(0.5, compiled=True).endswith("test scoring comes on top (it includes compiling alexnet_small).")
+    assert alone.estimate(0.5).endswith("should take about 8.3 min on 1 process(es); test scoring comes on top.")
