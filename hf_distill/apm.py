@@ -16,6 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import DSAParams, apply_dsa, select_rows
+from .data import ImageClassificationData
+from .evaluation import sample_real_subset
+from .preprocessing import Preprocessing
 
 
 def apm_loss(x: torch.Tensor, y: torch.Tensor, teacher: nn.Module, students: Sequence[nn.Module],
@@ -28,6 +31,17 @@ def apm_loss(x: torch.Tensor, y: torch.Tensor, teacher: nn.Module, students: Seq
 def disagreement(x: torch.Tensor, teacher_logits: torch.Tensor, students: Sequence[nn.Module]) -> torch.Tensor:
     """sum_k mean | s_k(x) - t(x) |: how far the students' logits are from the teacher's."""
     return sum((s(x).float() - teacher_logits).abs().mean() for s in students)
+
+
+def mean_disagreement(images: torch.Tensor, batch: torch.Tensor, teacher: nn.Module, students: Sequence[nn.Module],
+                      segment_size: int, autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> float:
+    """The students' mean L1 disagreement with the teacher on `images[batch]` (per student), one segment at a time."""
+    gap = 0.0
+    with torch.no_grad(), autocast():
+        for segment in batch.split(segment_size):
+            x = images[segment]
+            gap += disagreement(x, teacher(x).float(), students).item() * len(segment)
+    return gap / (len(batch) * len(students))
 
 
 def accumulate_image_gradient(
@@ -79,6 +93,17 @@ def accumulate_image_gradient(
             images.grad = torch.zeros_like(images)
         images.grad.index_add_(0, segment, x.grad)
     return total.item()
+
+
+def initial_images(data: ImageClassificationData, ipc: int, init: str, preprocessing: Preprocessing,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The synthetic images before the first iteration, in model input space, and their class ids: `ipc` real train
+    images per class (`init='real'`) or Gaussian noise (`'noise'`)."""
+    labels = torch.arange(data.num_classes).repeat_interleave(ipc)
+    if init == "real":
+        return preprocessing(data.train_images[sample_real_subset(data.train_labels, ipc, data.num_classes,
+                                                                  generator)]), labels
+    return torch.randn(len(labels), data.channels, data.resolution, data.resolution, generator=generator), labels
 
 
 def snapshot_epochs(epochs: int, num_checkpoints: int) -> tuple[int, ...]:

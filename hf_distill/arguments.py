@@ -105,6 +105,9 @@ class DistillationArguments:
     image_dsa: bool = _arg(False, "Not in the paper: the image update sees the images through one DSA draw per "
                                   "iteration (the same view for teacher and students), so they must stay hard under "
                                   "augmentation. Off: APM as published.")
+    real_scale_labels: bool = _arg(False, "Not in the paper: ship teacher 0's logits rescaled (one factor for the set) "
+                                          "to the standard deviation they have on the starting real images, since "
+                                          "the image update inflates them. Off: APM as published.")
     init: str = _arg("real", "Initialise images from random real images ('real') or Gaussian noise ('noise').",
                      choices=["real", "noise"])
     zca: bool = _arg(False, "ZCA-whiten inputs (eps 0.1) instead of mean/std normalisation.")

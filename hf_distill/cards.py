@@ -108,7 +108,9 @@ def teacher_card(configs: list[TeacherConfig], preprocessing: Preprocessing, rep
 
 # What hf-distill adds to APM as published, by flag; a set made without any of them is the paper's method.
 EXTENSIONS = {"image_dsa": "`--image_dsa`: the image update saw the images through one DSA draw per iteration",
-              "student_models": "`--student_models`: students of several architectures, taken in turn"}
+              "student_models": "`--student_models`: students of several architectures, taken in turn",
+              "real_scale_labels": "`--real_scale_labels`: soft labels rescaled to the teacher's logit scale on real "
+                                   "images"}
 
 
 def _extensions(args: dict, model: str | None) -> list[str]:

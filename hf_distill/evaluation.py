@@ -13,6 +13,8 @@ from typing import Callable, ContextManager, Mapping, Union
 
 import torch
 import torch.nn as nn
+from accelerate import Accelerator
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from .augment import DEFAULT_STRATEGY
@@ -20,7 +22,7 @@ from .data import ImageClassificationData
 from .distilled import DistilledSet
 from .models import create_model
 from .preprocessing import Preprocessing
-from .records import PROTOCOL_ALIASES, EvalResults, Summary
+from .records import PROTOCOL_ALIASES, EvalResults, EvalSettings, Summary
 from .training import FitConfig, accuracy, fit, predict
 
 logger = logging.getLogger(__name__)
@@ -273,6 +275,7 @@ def evaluate_jobs(
     autocast: Callable[[], ContextManager] = contextlib.nullcontext,
     shard: tuple[int, int] = (0, 1),
     gather: Callable[[list], list] | None = None,
+    on_score: Callable[[JobScore], None] | None = None,
 ) -> list[JobScore]:
     """Train and test every job (this process takes `jobs[rank::world]` of `shard`; `gather` collects the scores of
     all processes) and return their scores in the order of `jobs`. Logs the plan and, from the first model, the
@@ -282,6 +285,7 @@ def evaluate_jobs(
         sets: by name, a `LabelledSet` or a function of the run index giving one (a new draw per run).
         protocols: by name, the protocol of each `job.protocol`.
         model_kwargs: keyword arguments of `create_model` by architecture (default none).
+        on_score: called with each score of this process as soon as its model is tested (to keep it at once).
     """
     rank, world = shard
     main = rank == 0
@@ -298,10 +302,27 @@ def evaluate_jobs(
         score = train_and_test(job, labelled, protocols[job.protocol], data, preprocessing, seed, batch_size, compile,
                                (model_kwargs or {}).get(job.model), device, autocast, hook)
         mine.append((index, JobScore(job, score, time.perf_counter() - start)))
+        if on_score is not None:
+            on_score(mine[-1][1])
         if len(mine) == 1 and main:
             logger.info(plan.estimate(mine[0][1].seconds, world, whole_model=True, compiled=compile))
     scores = dict(gather(mine) if gather is not None and world > 1 else mine)
     return [scores[i] for i in range(len(jobs))]
+
+
+def evaluate_distilled(distilled: DistilledSet, data: ImageClassificationData, teachers: list[nn.Module],
+                       settings: EvalSettings, seed: int, compile: bool, model_kwargs: Mapping[str, dict],
+                       accelerator: Accelerator) -> tuple[list[JobScore], list[float]]:
+    """A run's evaluation: the scores of `distilled` and its real baselines (`distilled_sets`) under each protocol of
+    `settings` on each architecture (its processes share the models), and the teachers' test accuracies."""
+    acc, preprocessing = accelerator, distilled.preprocessing
+    sets = distilled_sets(distilled, data, teachers[0], seed, acc.device, acc.autocast)
+    protocols = {name: get_protocol(name, epochs=settings.epochs, lr=settings.lr, augmentation=settings.augmentation,
+                                    kd_temperature=settings.kd_temperature) for name in settings.protocols}
+    jobs = plan_jobs(sets, settings.protocols, settings.models, settings.runs)
+    scores = evaluate_jobs(jobs, sets, protocols, data, preprocessing, seed, settings.batch_size, compile, model_kwargs,
+                           acc.device, acc.autocast, (acc.process_index, acc.num_processes), gather_object)
+    return scores, [accuracy(t, data.test_images, data.test_labels, preprocessing, acc.autocast) for t in teachers]
 
 
 def _estimate_after_first_epoch(plan: EvalPlan, world: int, compiled: bool) -> Callable[[int], None]:

@@ -20,8 +20,8 @@ from timm.models._hub import save_config_for_hf
 import datasets
 
 from .cards import dataset_card, teacher_card
-from .distilled import DISTILLED_FILE, DistilledSet
-from .files import atomic_directory, atomic_file, save_tensors
+from .distilled import DISTILLED_FILE, DistilledSet, grid_image, save_grid
+from .files import atomic_directory, atomic_file, save_tensors, write_json
 from .hub import push_folder, require_token
 from .preprocessing import Preprocessing
 from .records import EvalResults
@@ -149,3 +149,64 @@ def push_teachers(pool: str | os.PathLike, repo_id: str, private: bool = False, 
     export_dir = export_dir or Path(pool).with_name(f"{Path(pool).name}-hub")
     folder = export_teachers(pool, export_dir, repo_id)
     return push_folder(folder, repo_id, "model", private, token, commit_message="Upload teacher pool with hf-distill")
+
+
+class RunOutputsMixin:
+    """What a `DistillationTrainer` writes and pushes (as `transformers.utils.PushToHubMixin` does for models): the
+    distilled folder, `eval_results.json` and the Hub repos. Uses the trainer's `args`, `distilled`, `eval_results`,
+    `pool`, `accelerator`, `trackers`, `state` and `is_main_process`."""
+
+    _distilled_path: Path | None = None
+
+    def save_distilled(self, path: str | os.PathLike | None = None) -> Path | None:
+        """Write the distilled set as a Hub dataset-repo folder (card, parquet, safetensors; see `save_distilled`) and
+        `distilled_grid.png`; main process only. The card includes the evaluation results if `evaluate()` ran, and
+        `save_eval_results` refreshes it when they come later."""
+        if self.distilled is None:
+            raise ValueError("Nothing to save: call train() first.")
+        path = Path(path or Path(self.args.output_dir) / "distilled")
+        if self.is_main_process:
+            save_distilled(self.distilled, path, self.eval_results, self.args.hub_dataset_id)
+            save_grid(self.distilled, path.parent / "distilled_grid.png")
+        self.trackers.image("distilled", grid_image(self.distilled), self.state.global_step)
+        self.accelerator.wait_for_everyone()
+        self._distilled_path = path
+        return path
+
+    def save_eval_results(self, results: EvalResults, path: str | os.PathLike | None = None) -> Path:
+        """Write `eval_results.json` atomically (main process only); the card of a distilled set saved by this trainer
+        is re-rendered with the results."""
+        path = Path(path or Path(self.args.output_dir) / "eval_results.json")
+        if self.is_main_process:
+            write_json(path, results.to_dict())
+            if self._distilled_path is not None:
+                write_card(self._distilled_path, self.distilled, results, self.args.hub_dataset_id)
+        self.eval_results = results
+        return path
+
+    def push_to_hub(self, repo_id: str | None = None, private: bool | None = None, token: str | None = None) -> str | None:
+        """Push the distilled/ folder (saved first if need be) as a Hub dataset repo (default `--hub_dataset_id`) and
+        return its URL (main process; others get `None`). `private` defaults to `--hub_private`, `token` to the
+        logged-in one or `HF_TOKEN`; raises `HubError` in one sentence, keeping every file."""
+        repo_id = self._repo_id(repo_id or self.args.hub_dataset_id, "push_to_hub", "dataset", "--hub_dataset_id")
+        path = self._distilled_path or self.save_distilled()
+        if not self.is_main_process:
+            return None
+        return push_distilled(path, self.distilled, repo_id, self.eval_results, self._private(private), token)
+
+    def push_teachers_to_hub(self, repo_id: str | None = None, private: bool | None = None,
+                             token: str | None = None) -> str | None:
+        """Push the teacher pool as a timm model repo (default `--hub_teachers_id`); as `push_to_hub`."""
+        repo_id = self._repo_id(repo_id or self.args.hub_teachers_id, "push_teachers_to_hub", "model", "--hub_teachers_id")
+        if not self.is_main_process:
+            return None
+        return push_teachers(self.pool.root, repo_id, self._private(private), token)
+
+    @staticmethod
+    def _repo_id(repo_id: str | None, method: str, kind: str, flag: str) -> str:
+        if not repo_id:
+            raise ValueError(f"{method} needs a {kind} repo id: pass repo_id or set {flag}.")
+        return repo_id
+
+    def _private(self, private: bool | None) -> bool:
+        return self.args.hub_private if private is None else private

@@ -13,6 +13,8 @@ from accelerate.tracking import GeneralTracker, TensorBoardTracker, WandBTracker
 from accelerate.utils import LoggerType
 from accelerate.utils import imports as accelerate_imports
 
+from .records import IterationTime
+
 TRACKERS = tuple(t.value for t in LoggerType if t.value != "all")
 logger = logging.getLogger(__name__)
 EXTRAS = ("tensorboard", "wandb")  # trackers with an hf-distill extra: pip install "hf-distill[<name>]"
@@ -97,6 +99,15 @@ class RunTrackers:
     def log(self, values: dict[str, float], step: int) -> None:
         if self.start():
             self.accelerator.log(values, step=step)
+
+    def log_training(self, logs: dict[str, float], times: list[IterationTime], seconds_per_iteration: float,
+                     step: int) -> None:
+        """Log one logging window of APM: the loss, lr_img and disagreement of `logs`, and its iteration times."""
+        refreshes = [t.refresh_s for t in times if t.refresh_s > 0]
+        self.log({"train/loss": logs["loss"], "train/lr_img": logs["lr_img"], "train/disagreement": logs["disagreement"],
+                  "time/s_per_iteration": seconds_per_iteration,
+                  "time/refresh_s": sum(refreshes) / len(refreshes) if refreshes else 0.0,
+                  "time/image_step_s": sum(t.image_step_s for t in times) / max(1, len(times))}, step)
 
     def image(self, name: str, image: torch.Tensor, step: int) -> None:
         if self.start():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -20,18 +19,16 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from .allocator import keep_freed_memory
-from .apm import accumulate_image_gradient, disagreement, snapshot_epochs
+from .apm import accumulate_image_gradient, initial_images, mean_disagreement, snapshot_epochs
 from .arguments import DistillationArguments
 from .augment import sample_dsa
 from .callbacks import make_callback_handler
 from .checkpoints import (LoopState, list_checkpoints, resumable_checkpoint, rng_state, rotate_checkpoints,
                           save_checkpoint)
 from .data import ImageClassificationData, load_image_dataset
-from .distilled import DistilledSet, grid_image, save_grid
-from .evaluation import (collect, distilled_sets, evaluate_jobs, format_table, get_protocol, plan_jobs,
-                         sample_real_subset, tracker_scalars)
-from .export import push_distilled, push_teachers, save_distilled, write_card
-from .files import write_json
+from .distilled import DistilledSet
+from .evaluation import collect, evaluate_distilled, format_table, tracker_scalars
+from .export import RunOutputsMixin
 from .host import clock
 from .models import create_model
 from .preprocessing import Preprocessing
@@ -39,14 +36,14 @@ from .records import Compute, EvalResults, EvalSettings, IterationTime, PoolSumm
 from .run_dir import check_run, start_output_dir
 from .teachers import TeacherConfig, TeacherPool, TeacherSpec
 from .trackers import RunTrackers, make_trackers
-from .training import FitConfig, accuracy, compile_model, fit, predict
+from .training import FitConfig, compile_model, fit, predict
 
 logger = logging.getLogger(__name__)
 
 STUDENT_SEED_OFFSET = 1_000_000
 
 
-class DistillationTrainer:
+class DistillationTrainer(RunOutputsMixin):
     """Dataset distillation with APM (Adversarial Prediction Matching) on Accelerate.
 
     Example:
@@ -131,17 +128,11 @@ class DistillationTrainer:
         self.preprocessing = self.pool.preprocessing
         return self.teachers
 
-    # ------------------------------------------------------------------------------ distillation
     def _start_loop(self) -> tuple[LoopState, torch.Tensor]:
         """The loop before its first iteration, from the initial images (the same on every process), and the labels."""
-        args, data, acc = self.args, self.data, self.accelerator
+        args, acc = self.args, self.accelerator
         generator = torch.Generator().manual_seed(args.seed)
-        labels = torch.arange(data.num_classes).repeat_interleave(args.ipc)
-        if args.init == "real":
-            index = sample_real_subset(data.train_labels, args.ipc, data.num_classes, generator)
-            images = self.preprocessing(data.train_images[index])
-        else:
-            images = torch.randn(len(labels), data.channels, data.resolution, data.resolution, generator=generator)
+        images, labels = initial_images(self.data, args.ipc, args.init, self.preprocessing, generator)
         images = images.to(acc.device)
         images = broadcast(images.contiguous()) if acc.num_processes > 1 else images
         return LoopState.start(images, generator, args.lr_img, args.iterations, args.seed), labels.to(acc.device)
@@ -257,6 +248,10 @@ class DistillationTrainer:
         self.control = self.callback_handler.on_train_end(args, self.state, self.control)
         images = loop.images.detach()
         soft_labels = predict(teachers[0], images, autocast=acc.autocast)
+        if args.real_scale_labels:
+            real, _ = initial_images(self.data, args.ipc, "real", self.preprocessing, torch.Generator().manual_seed(args.seed))
+            soft_labels = soft_labels * (predict(teachers[0], real.to(acc.device), autocast=acc.autocast).std() /
+                                         soft_labels.std())
         self.distilled = DistilledSet(images.cpu(), labels.cpu(), soft_labels, self.preprocessing, self.data.class_names,
                                       self._metadata())
         return self.distilled
@@ -265,22 +260,15 @@ class DistillationTrainer:
              window_start: tuple[int, float]) -> None:
         """Log the loss, lr_img and the students' mean disagreement with the teacher on `batch` (to the callbacks and
         `log_history`), and with the iteration times since `window_start` (step, clock) to the trackers."""
-        step, teacher, acc = self.state.global_step, self.teachers[loop.teacher_index], self.accelerator
-        gap = 0.0
-        with torch.no_grad(), self.accelerator.autocast():
-            for segment in batch.split(segment_size):
-                x = loop.images[segment]
-                gap += disagreement(x, teacher(x).float(), loop.students).item() * len(segment)
-        logs = {"loss": loss, "lr_img": loop.scheduler.get_last_lr()[0],
-                "disagreement": gap / (len(batch) * len(loop.students)), "step": step}
+        step, acc = self.state.global_step, self.accelerator
+        gap = mean_disagreement(loop.images, batch, self.teachers[loop.teacher_index], loop.students, segment_size,
+                                acc.autocast)
+        logs = {"loss": loss, "lr_img": loop.scheduler.get_last_lr()[0], "disagreement": gap, "step": step}
         self.state.log_history.append(logs)
         self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs=logs)
         times = self.iteration_times[window_start[0] - step:] if step > window_start[0] else []
-        refreshes = [t.refresh_s for t in times if t.refresh_s > 0]
-        self.trackers.log({"train/loss": loss, "train/lr_img": logs["lr_img"], "train/disagreement": logs["disagreement"],
-                     "time/s_per_iteration": (clock(acc.device) - window_start[1]) / max(1, step - window_start[0]),
-                     "time/refresh_s": sum(refreshes) / len(refreshes) if refreshes else 0.0,
-                     "time/image_step_s": sum(t.image_step_s for t in times) / max(1, len(times))}, step)
+        seconds = (clock(acc.device) - window_start[1]) / max(1, step - window_start[0])
+        self.trackers.log_training(logs, times, seconds, step)
 
     def _metadata(self) -> RunMetadata:
         pool = PoolSummary(self.model_name, len(self.teachers), self.pool.source, [c.epochs for c in self.teacher_configs],
@@ -292,7 +280,6 @@ class DistillationTrainer:
     def _compute(self) -> Compute:
         return Compute.since(self._start_time, self.accelerator.device, self.accelerator.num_processes)
 
-    # -------------------------------------------------------------------------------- evaluation
     def evaluate(self, distilled: DistilledSet | None = None) -> EvalResults:
         """Score the distilled set and real baselines (`evaluation.distilled_sets`) on the test split under each of
         `--eval_protocols` (`distilled_8bit` and `random_draws` under the first only)."""
@@ -301,19 +288,11 @@ class DistillationTrainer:
         if distilled is None:
             raise ValueError("Nothing to evaluate: call train() first or pass a DistilledSet.")
         teachers = self.prepare_teachers()
-        preprocessing = distilled.preprocessing
-        sets = distilled_sets(distilled, data, teachers[0], args.seed, acc.device, acc.autocast)
-        protocols = {name: get_protocol(name, epochs=args.eval_epochs, lr=args.eval_lr,
-                                        augmentation=args.eval_dsa_strategy, kd_temperature=args.kd_temperature)
-                     for name in args.eval_protocols}
-        models = args.eval_models or [self.model_name]
-        jobs = plan_jobs(sets, args.eval_protocols, models, args.num_eval_runs)
-        scores = evaluate_jobs(jobs, sets, protocols, data, preprocessing, args.seed, args.batch_size, args.torch_compile,
-                               {self.model_name: args.model_kwargs}, acc.device, acc.autocast, self._shard, gather_object)
-        teacher_scores = [accuracy(t, data.test_images, data.test_labels, preprocessing, acc.autocast) for t in teachers]
-        settings = EvalSettings(list(protocols), models, args.eval_epochs, args.num_eval_runs, args.eval_lr,
-                                args.batch_size, args.eval_dsa_strategy, args.kd_temperature,
-                                data.source.get("test_split"), len(data.test_labels), len(teachers))
+        settings = EvalSettings(list(args.eval_protocols), args.eval_models or [self.model_name], args.eval_epochs,
+                                args.num_eval_runs, args.eval_lr, args.batch_size, args.eval_dsa_strategy,
+                                args.kd_temperature, data.source.get("test_split"), len(data.test_labels), len(teachers))
+        scores, teacher_scores = evaluate_distilled(distilled, data, teachers, settings, args.seed, args.torch_compile,
+                                                    {self.model_name: args.model_kwargs}, acc)
         results = EvalResults(args.dataset, distilled.ipc, self.model_name, Summary.of(teacher_scores), collect(scores),
                               settings, args.to_dict(), self._compute())
         self.control = self.callback_handler.on_evaluate(args, self.state, self.control,
@@ -321,59 +300,6 @@ class DistillationTrainer:
         self.trackers.log(tracker_scalars(results), self.state.global_step)
         self.eval_results = results
         return results
-
-    # ----------------------------------------------------------------------------------- outputs
-    def save_distilled(self, path: str | os.PathLike | None = None) -> Path | None:
-        """Write the distilled set as a Hub dataset-repo folder (card, parquet, safetensors; see `save_distilled`) and
-        `distilled_grid.png`; main process only. The card includes the evaluation results if `evaluate()` ran, and
-        `save_eval_results` refreshes it when they come later."""
-        if self.distilled is None:
-            raise ValueError("Nothing to save: call train() first.")
-        path = Path(path or Path(self.args.output_dir) / "distilled")
-        if self.is_main_process:
-            save_distilled(self.distilled, path, self.eval_results, self.args.hub_dataset_id)
-            save_grid(self.distilled, path.parent / "distilled_grid.png")
-        self.trackers.image("distilled", grid_image(self.distilled), self.state.global_step)
-        self.accelerator.wait_for_everyone()
-        self._distilled_path = path
-        return path
-
-    def save_eval_results(self, results: EvalResults, path: str | os.PathLike | None = None) -> Path:
-        """Write `eval_results.json` atomically (main process only); the card of a distilled set saved by this trainer
-        is re-rendered with the results."""
-        path = Path(path or Path(self.args.output_dir) / "eval_results.json")
-        if self.is_main_process:
-            write_json(path, results.to_dict())
-            if self._distilled_path is not None:
-                write_card(self._distilled_path, self.distilled, results, self.args.hub_dataset_id)
-        self.eval_results = results
-        return path
-
-    def push_to_hub(self, repo_id: str | None = None, private: bool | None = None, token: str | None = None) -> str | None:
-        """Push the distilled/ folder (saved first if need be, its card rendered for `repo_id`, default
-        `--hub_dataset_id`) as a Hub dataset repo; return its URL (main process; others get `None`). `private` defaults
-        to `--hub_private`, `token` to the logged-in one or `HF_TOKEN`; raises `HubError` in one sentence, keeping
-        every file."""
-        repo_id = repo_id or self.args.hub_dataset_id
-        if not repo_id:
-            raise ValueError("push_to_hub needs a dataset repo id: pass repo_id or set --hub_dataset_id.")
-        path = self._distilled_path or self.save_distilled()
-        if not self.is_main_process:
-            return None
-        private = self.args.hub_private if private is None else private
-        return push_distilled(path, self.distilled, repo_id, self.eval_results, private, token)
-
-    def push_teachers_to_hub(self, repo_id: str | None = None, private: bool | None = None,
-                             token: str | None = None) -> str | None:
-        """Push the teacher pool as a timm model repo (exported to `<pool>-hub/` first); as `push_to_hub`, with
-        `repo_id` defaulting to `--hub_teachers_id`."""
-        repo_id = repo_id or self.args.hub_teachers_id
-        if not repo_id:
-            raise ValueError("push_teachers_to_hub needs a model repo id: pass repo_id or set --hub_teachers_id.")
-        if not self.is_main_process:
-            return None
-        private = self.args.hub_private if private is None else private
-        return push_teachers(self.pool.root, repo_id, private, token)
 
     def results_table(self, results: EvalResults) -> str:
         return format_table(results)

@@ -19,6 +19,8 @@ import torch
 import hf_distill.teachers as teachers_module
 from hf_distill import DistillationArguments, DistillationTrainer, load_image_dataset
 from hf_distill.checkpoints import list_checkpoints
+from hf_distill.evaluation import sample_real_subset
+from hf_distill.training import predict
 
 pytestmark = pytest.mark.slow  # the fast tier (pytest -m "not slow") leaves this file out
 
@@ -102,6 +104,18 @@ def test_each_extension_changes_the_images_and_resumes_exactly(tmp_path, data, t
     # checkpoint-4 holds the students of the refresh at iteration 3: alexnet_small ones with --student_models
     assert torch.equal(trainer().train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-4")).images,
                        extended.images)
+
+
+def test_real_scale_labels_keep_the_images_and_scale_the_soft_labels_to_the_real_images(tmp_path, data, teachers,
+                                                                                        reference):
+    scaled = DistillationTrainer(_args(tmp_path / "run", teachers, real_scale_labels=True), data=data).train()
+    assert torch.equal(scaled.images, reference.distilled.images)  # the images are APM's, bit for bit
+    raw = reference.distilled.soft_labels
+    ratio = scaled.soft_labels / raw
+    assert torch.allclose(ratio, ratio.flatten()[0]) and ratio.flatten()[0] < 1  # one factor, shrinking the logits
+    real = reference.distilled.preprocessing(data.train_images[sample_real_subset(
+        data.train_labels, scaled.ipc, data.num_classes, torch.Generator().manual_seed(0))])
+    assert scaled.soft_labels.std() == pytest.approx(predict(reference.teachers[0], real).std().item(), rel=1e-4)
 
 
 def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path, data, teachers, reference):
