@@ -8,6 +8,9 @@
     python benchmarks/score_peers.py --models convnet3 --epochs 300   # the literature check alone
     python benchmarks/score_peers.py --models resnet18_small --ipc 1 --epochs 300 --torch_compile   # cheap rows first
     python benchmarks/score_peers.py --compare                        # only rebuild the comparison with the papers
+    python benchmarks/score_peers.py --epochs 300 --models convnet3 --scores \
+        --ours outputs/bench/cifar10_5k_ipc10/distilled --teachers outputs/bench/cifar10_5k_teachers
+        # the rows of DD-Ranking's scores on convnet3 (README: Scores): no augmentation, the full-train-split model
 
 Every set is scored with `hf_distill.evaluate_set` on the test split of `--dataset` (default: the bit-exact
 ../shared/data/cifar10_5k, 1,017 images; the papers used the full 10,000, as ../shared/data/cifar10_jpeg has in a
@@ -19,17 +22,14 @@ written to `leaderboard_vs_papers.md`.
 
 import argparse
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from safetensors import safe_open
 
 from hf_distill import evaluate_set, load_image_dataset
-from hf_distill.data import ImageClassificationData
 from hf_distill.evaluation import PROTOCOLS
 from hf_distill.leaderboard import ScoreRow, append_leaderboard, current_rows
-from hf_distill.scoring import RANDOM_SUBSET_ROW, SetToScore, model_fingerprint, pool_fingerprint, read_set
-from hf_distill.teachers import TeacherPool
+from hf_distill.sets import read_set
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT.parent / "shared" / "peers"
@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="Start --output anew (default: add only missing rows).")
     parser.add_argument("--torch_compile", action="store_true", help="Compile the models (evaluate_set's torch_compile).")
     parser.add_argument("--compare", action="store_true", help="Only rebuild the comparison from --output.")
+    parser.add_argument("--scores", action="store_true", help="Also the rows of DD-Ranking's scores (evaluate_set's "
+                        "`scores`): each set without augmentation, and a full-train-split model per architecture.")
     args = parser.parse_args()
     output = Path(args.output)
     if not args.compare:
@@ -66,58 +68,30 @@ def main() -> None:
 
 def score(args: argparse.Namespace, output: Path) -> None:
     """Add to `output` every (set, protocol, architecture) row it lacks, architecture by architecture: --ours first,
-    then the CIFAR-10 peers, with the random-subset rows (one per IPC and protocol); a stopped run resumes there.
-    Rows are matched by fingerprint too, so a re-made set under a known name is scored, not skipped, and by
-    `model_fingerprint`, so a changed model definition is scored again."""
+    then the CIFAR-10 peers, with the random-subset rows (one per IPC and protocol). `evaluate_set` trains only the
+    rows `output` lacks (matched by fingerprint too, so a re-made set under a known name is scored, not skipped, and
+    by `model_fingerprint`, so a changed model definition is scored again) and adds each as soon as it is done, so a
+    stopped run resumes there. With --scores, also the rows of DD-Ranking's scores."""
     data = load_image_dataset(args.dataset)
     if args.fresh:
         output.unlink(missing_ok=True)
-    done = {_key(r) for r in (json.loads(output.read_text())["rows"] if output.exists() else [])}
     sets = [] if args.ours_only else [(str(p), read_set(str(p), data, p.stem in WHITENED or None), "hard")
                                       for p in sorted(PEERS.glob("*_CIFAR10_*.safetensors"))]
     if args.ours:
         ours = read_set(args.ours, data, method="APM (hf-distill)")
         protocols = ["apm", "hard"] if args.teachers and ours.soft_labels is not None else ["hard"]  # apm: soft labels
         sets[:0] = [(args.ours, ours, protocol) for protocol in protocols]
-    pool_print = pool_fingerprint(TeacherPool.open(args.teachers).load(data)[0]) if args.teachers else None
     for model in args.models:
-        model_print = model_fingerprint(model)
         for path, scored, protocol in sets:
             if args.ipc and scored.ipc not in args.ipc:
                 continue
             soft = PROTOCOLS[protocol].soft
-            _score_missing(path, scored, protocol, model, model_print, args, data, output, done,
-                           pool_print if soft else None, teachers=args.teachers if soft else None,
-                           zca=scored.name in WHITENED or None, method=scored.method)
-
-
-def _key(row: dict) -> tuple:
-    """What makes two leaderboard rows one score: the source dataset, the set and its fingerprint, IPC, protocol,
-    epochs, and the architecture and its `model_fingerprint` (rows trained on another definition of a model do not
-    count)."""
-    source = Path(str(row.get("dataset"))).name  # by folder name: rows record the path as it was given
-    return (source, *(row.get(k) for k in ("set", "ipc", "protocol", "epochs", "fingerprint", "model",
-                                           "model_fingerprint")))
-
-
-def _score_missing(path: str, scored: SetToScore, protocol: str, model: str, model_print: str,
-                   args: argparse.Namespace, data: ImageClassificationData, output: Path, done: set[tuple],
-                   random_print: str | None, **kwargs) -> None:
-    """Score the set at `path` under `protocol` on `model` unless `output` has that row (same fingerprint), and the
-    random-subset row of its IPC if that is missing (fingerprint `random_print`: the labelling pool's, None for hard
-    labels; under a soft protocol only with a teacher to label it), both trained on the `model_print` definition of
-    `model`."""
-    row = dict(dataset=args.dataset, ipc=scored.ipc, protocol=protocol, epochs=args.epochs or PROTOCOLS[protocol].epochs,
-               model=model, model_fingerprint=model_print)
-    if _key(dict(row, set=scored.name, fingerprint=scored.fingerprint)) in done:
-        return
-    random_subset = _key(dict(row, set=RANDOM_SUBSET_ROW, fingerprint=random_print)) not in done and (
-        not PROTOCOLS[protocol].soft or kwargs.get("teachers") is not None)
-    result = evaluate_set(path, data, [protocol], [model], args.epochs, None, args.num_runs,
-                          random_subset=random_subset, torch_compile=args.torch_compile, **kwargs)
-    append_leaderboard(output, result.rows)
-    done.update(_key(asdict(r)) for r in result.rows)
-    print(result.to_markdown(), flush=True)
+            result = evaluate_set(path, data, [protocol], [model], args.epochs, None, args.num_runs,
+                                  teachers=args.teachers if soft else None, zca=scored.name in WHITENED or None,
+                                  method=scored.method, torch_compile=args.torch_compile, scores=args.scores,
+                                  leaderboard=output)
+            append_leaderboard(output, result.rows)
+            print(result.to_markdown(), flush=True)
 
 
 def compare_with_papers(output: Path, dataset: str) -> str:

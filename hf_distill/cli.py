@@ -183,7 +183,13 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--torch_compile", action="store_true", help="Compile each model's forward with torch.compile: "
                         "paid once per architecture and batch shape, faster training after (README: Cost).")
-    parser.add_argument("--leaderboard", default=None, help="Add the rows to this JSON file (created if needed).")
+    parser.add_argument("--leaderboard", default=None, help="Add the rows to this JSON file (created if needed), each "
+                        "as soon as its runs are done; rows it already has are not trained again.")
+    parser.add_argument("--scores", action="store_true", help="Also train the rows DD-Ranking's scores need (README: "
+                        "Scores): `hard`, the first protocol without augmentation, a full-train-split model.")
+    parser.add_argument("--label_column", default=None, help="The integer class-id column of a `datasets` set "
+                        "(default: a ClassLabel feature, a column named label/labels/..., or the only integer column).")
+    parser.add_argument("--image_column", default=None, help="The image column of a `datasets` set (default: detected).")
     parser.add_argument(DEBUG_FLAG, action="store_true", help=f"Show the traceback of an error (or set {DEBUG_ENV}=1).")
     return parser
 
@@ -195,10 +201,11 @@ def evaluate(argv: list[str]) -> None:
         raise ValueError("--num_runs and --epochs must be positive.")
     result = evaluate_set(args.set, args.dataset, args.protocol, args.models, args.epochs, args.lr, args.num_runs,
                           args.teachers, args.zca, args.method, args.seed, test_split=args.test_split,
-                          torch_compile=args.torch_compile)
+                          torch_compile=args.torch_compile, scores=args.scores, leaderboard=args.leaderboard,
+                          label_column=args.label_column, image_column=args.image_column)
     print(result.to_markdown())
     if args.leaderboard:
-        print(f"Added {len(result.rows)} rows to {append_leaderboard(args.leaderboard, result.rows)}")
+        print(f"The {len(result.rows)} rows are in {append_leaderboard(args.leaderboard, result.rows)}")
 
 
 def leaderboard(argv: list[str]) -> None:
@@ -207,11 +214,13 @@ def leaderboard(argv: list[str]) -> None:
     parser.add_argument("file", metavar="FILE.json")
     parser.add_argument("--by_architecture", action="store_true",
                         help="One line per set and protocol, one column per architecture.")
+    parser.add_argument("--scores", action="store_true", help="Add DD-Ranking's scores (IOR, HLR, LRS, ARS) of the "
+                        "set rows that have the rows they need (README: Scores).")
     args = parser.parse_args(argv)
     path = Path(args.file)
     if not path.exists():
         raise ValueError(f"No leaderboard at {path}; write one with `hf-distill evaluate ... --leaderboard {path}`.")
-    print(render_leaderboard(path, args.by_architecture))
+    print(render_leaderboard(path, args.by_architecture, args.scores))
 
 
 class CommandParser(OneLineErrors, argparse.ArgumentParser):

@@ -124,7 +124,7 @@ def find_columns(features: datasets.Features, image_column: str | None = None,
     image_column = image_column or next((c for c, f in features.items() if isinstance(f, datasets.Image)), None) \
         or next((c for c in IMAGE_COLUMN_NAMES if c in features), None)
     label_column = label_column or next((c for c, f in features.items() if isinstance(f, datasets.ClassLabel)), None) \
-        or next((c for c in LABEL_COLUMN_NAMES if c in features), None)
+        or next((c for c in LABEL_COLUMN_NAMES if c in features), None) or _only_integer_column(features)
     if image_column is None:
         raise ValueError(f"No image column found: no `Image` feature and none of {IMAGE_COLUMN_NAMES}. "
                          f"Columns are {columns}; pass --image_column.")
@@ -132,6 +132,19 @@ def find_columns(features: datasets.Features, image_column: str | None = None,
         raise ValueError(f"No label column found: no `ClassLabel` feature and none of {LABEL_COLUMN_NAMES}. "
                          f"Columns are {columns}; pass --label_column.")
     return image_column, label_column
+
+
+def _only_integer_column(features: datasets.Features) -> str | None:
+    """The one integer column of `features` (e.g. `class_id`), taken as the labels with a warning; an error when there
+    are several, None when there is none."""
+    integers = [c for c, f in features.items() if isinstance(f, datasets.Value) and f.dtype.startswith(("int", "uint"))]
+    if len(integers) > 1:
+        raise ValueError(f"No label column by type or name, and several integer columns {integers}; pass "
+                         f"--label_column with the one that holds the class ids.")
+    if integers:
+        logger.warning("No ClassLabel feature or label column by name: using the integer column %r as the class ids "
+                       "(--label_column chooses another).", integers[0])
+    return integers[0] if integers else None
 
 
 def class_names_from(ds: datasets.Dataset, label_column: str) -> list[str]:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .files import write_json
+from .ranking import RankingScores, dataset_name, score_rows
 
 
 @dataclass
@@ -33,22 +34,50 @@ class ScoreRow:
     # row, or a row written before it was recorded
     dataset: str | None = None  # the source dataset whose train split gave the baselines and whose test split scored
     test_size: int | None = None  # images in that test split
+    augmentation: str | None = None  # None: the default DSA; 'none': trained without augmentation; else the DSA ops
+    space: str | None = None  # the models' input space (`sets.space_name`); None: a row written before it was kept
+    scores: RankingScores | None = None  # DD-Ranking's scores of a set row (`ranking.score_rows`), kept up to date
+
+    def __post_init__(self):
+        if isinstance(self.scores, dict):
+            self.scores = RankingScores.from_dict(self.scores)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "scores": self.scores.to_dict() if self.scores else None}
+
+    def same_training(self, other: "ScoreRow") -> bool:
+        """Whether the two rows trained the same models on the same data (scores, times and hardware aside)."""
+        return _trained(self) == _trained(other)
+
+
+def read_rows(path: str | os.PathLike) -> list[ScoreRow]:
+    """The rows of the leaderboard JSON at `path` (none if there is no file)."""
+    path = Path(path)
+    return [ScoreRow(**row) for row in json.loads(path.read_text())["rows"]] if path.exists() else []
 
 
 def append_leaderboard(path: str | os.PathLike, rows: list[ScoreRow]) -> Path:
-    """Add `rows` to the leaderboard JSON at `path` (created if needed), atomically; a row equal to one already there
-    in every field but its time (a baseline scored again with the same seeds) is not added twice."""
-    path = Path(path)
-    existing = json.loads(path.read_text())["rows"] if path.exists() else []
-    for row in map(asdict, rows):
+    """Add `rows` to the leaderboard JSON at `path` (created if needed), atomically, and refresh every set row's
+    DD-Ranking scores; a row equal to one already there in every field but its time (a baseline scored again with the
+    same seeds) is not added twice."""
+    existing = read_rows(path)
+    for row in rows:
         if _untimed(row) not in [_untimed(r) for r in existing]:
             existing.append(row)
-    write_json(path, {"rows": existing})
-    return path
+    found = score_rows(existing)
+    for index, row in enumerate(existing):
+        row.scores = found.get(index)
+    write_json(path, {"rows": [row.to_dict() for row in existing]})
+    return Path(path)
 
 
-def _untimed(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k != "seconds"}
+def _untimed(row: ScoreRow) -> dict:
+    return {k: v for k, v in asdict(row).items() if k not in ("seconds", "scores")}
+
+
+def _trained(row: ScoreRow) -> dict:
+    kept = {k: v for k, v in asdict(row).items() if k not in ("seconds", "scores", "hardware", "mean", "std")}
+    return {**kept, "runs": len(row.runs), "dataset": dataset_name(row.dataset)}
 
 
 def render_rows(rows: list[ScoreRow]) -> str:
@@ -56,15 +85,20 @@ def render_rows(rows: list[ScoreRow]) -> str:
     lines = ["| set | method | IPC | protocol | model | top-1 % | runs | data (test images) | epochs | lr | time "
              "| fingerprint |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.set} | {r.method} | {r.ipc or '-'} | {r.protocol} | {r.model} | {r.mean:.1f} ± {r.std:.1f} "
+        lines.append(f"| {r.set} | {r.method} | {r.ipc or '-'} | {shown_protocol(r)} | {r.model} | {r.mean:.1f} ± {r.std:.1f} "
                      f"| {len(r.runs)} | {source_name(r)} | {r.epochs or '-'} | {r.lr or '-'} | {_minutes(r.seconds)} "
                      f"| {r.fingerprint or '-'} |")
     return "\n".join(lines)
 
 
+def shown_protocol(row: ScoreRow) -> str:
+    """The row's protocol, marked when its models trained without augmentation."""
+    return f"{row.protocol} (no aug.)" if row.augmentation == "none" else row.protocol
+
+
 def source_name(row: ScoreRow) -> str:
     """The row's source dataset by its folder or repo name, with the size of the test split it was scored on."""
-    name = Path(row.dataset.rstrip("/")).name if row.dataset else "?"
+    name = dataset_name(row.dataset)
     return f"{name} {row.test_split} ({row.test_size:,})" if row.test_size else f"{name} {row.test_split}"
 
 
@@ -81,7 +115,7 @@ def render_by_architecture(rows: list[ScoreRow]) -> str:
     lines: dict[tuple, dict[str, ScoreRow]] = {}
     for r in rows:
         if r.model != "-":
-            lines.setdefault((r.dataset, r.protocol, r.ipc, r.set, r.method, r.epochs, r.fingerprint), {})[r.model] = r
+            lines.setdefault((r.dataset, shown_protocol(r), r.ipc, r.set, r.method, r.epochs, r.fingerprint), {})[r.model] = r
     order = sorted(lines, key=lambda k: (str(k[0]), k[1], k[2], -lines[k].get(models[0],
                                                                                 next(iter(lines[k].values()))).mean))
     text = [f"| data (test images) | set | method | IPC | protocol | epochs | runs | {' | '.join(models)} |",
@@ -104,14 +138,34 @@ def _shown_name(row: ScoreRow, rows: list[ScoreRow]) -> str:
     return f"{row.set} [{row.fingerprint or 'no fingerprint'}]"
 
 
-def render_leaderboard(path: str | os.PathLike, by_architecture: bool = False) -> str:
+def render_scores(rows: list[ScoreRow]) -> str:
+    """A Markdown table of the set rows that have DD-Ranking scores: accuracy and the scores (mean ± std over runs,
+    fractions), '-' where a score lacks its rows."""
+    lines = ["| data (test images) | set | method | IPC | protocol | model | epochs | top-1 % | IOR | HLR | LRS | ARS |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted((r for r in rows if r.scores), key=lambda r: (str(r.dataset), r.protocol, r.model, r.ipc,
+                                                                 -r.scores.lrs.mean if r.scores.lrs else 0.0)):
+        cells = [f"{v.mean:+.3f} ± {v.std:.3f}" if v else "-" for v in (r.scores.ior, r.scores.hlr)]
+        cells += [f"{v.mean:.3f} ± {v.std:.3f}" if v else "-" for v in (r.scores.lrs, r.scores.ars)]
+        lines.append(f"| {source_name(r)} | {_shown_name(r, rows)} | {r.method} | {r.ipc} | {shown_protocol(r)} | {r.model} "
+                     f"| {r.epochs} | {r.mean:.1f} ± {r.std:.1f} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def render_leaderboard(path: str | os.PathLike, by_architecture: bool = False, scores: bool = False) -> str:
     """The leaderboard JSON at `path` as a Markdown table, grouped by protocol and architecture, best first (or
-    `render_by_architecture`)."""
-    rows, stale = current_rows([ScoreRow(**row) for row in json.loads(Path(path).read_text())["rows"]])
+    `render_by_architecture`); with `scores`, the DD-Ranking scores of its current set rows follow (computed anew)."""
+    rows, stale = current_rows(read_rows(path))
+    found = score_rows(rows)
+    for index, row in enumerate(rows):
+        row.scores = found.get(index)
     footer = f"\n\nHardware: {'; '.join(sorted({r.hardware for r in rows}))}."
     if stale:
         footer += (f"\n\nLeft out: {len(stale)} row(s) trained on another definition of "
                    f"{', '.join(sorted({r.model for r in stale}))} than the latest (`model_fingerprint`).")
+    if scores:
+        footer += ("\n\nDD-Ranking's scores (arXiv 2505.13300; fractions, mean ± std over runs; README: Scores):\n\n"
+                   + render_scores(rows))
     if by_architecture:
         return render_by_architecture(rows) + footer
     rows.sort(key=lambda r: (r.protocol != "-", r.protocol, r.model, r.ipc, -r.mean))

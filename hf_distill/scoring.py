@@ -1,59 +1,33 @@
-"""Score any distilled set under named protocols, next to its baselines: reading sets of every layout, `evaluate_set`.
-
-A set is one of: a folder or Hub repo written by hf_distill (exact floats, soft labels, preprocessing); any
-`datasets` image-classification set (hard labels, and a `soft_label` column if it has one); or a safetensors release
-of another method (`images` in that method's normalised or ZCA space, `labels`, and `mean`/`std` where known).
-"""
+"""Score any distilled set under named protocols, next to its baselines: `evaluate_set` (`hf-distill evaluate`),
+with the rows DD-Ranking's scores need (`ranking`) and a leaderboard file that keeps every finished row."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import os
+import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable
 
 import torch
-from safetensors import safe_open
-
-import datasets
 
 from .allocator import keep_freed_memory
 from .augment import DEFAULT_STRATEGY
-from .data import ImageClassificationData, column_array, find_columns, load_image_dataset
-from .distilled import DISTILLED_FILE, load_distilled
-from .evaluation import (PROTOCOL_ALIASES, PROTOCOLS, EvalJob, LabelledSet, evaluate_jobs, get_protocol, protocol_name,
-                         random_draws)
-from .files import check_tensors_file
+from .data import ImageClassificationData, load_image_dataset
+from .evaluation import (NO_AUGMENTATION, PROTOCOL_ALIASES, PROTOCOLS, EvalJob, JobScore, LabelledSet, evaluate_jobs,
+                         get_protocol, protocol_name, random_draws)
 from .host import hardware_description
-from .hub import is_repo_id
-from .image_store import decoded_images
-from .leaderboard import ScoreRow, render_rows
+from .leaderboard import ScoreRow, append_leaderboard, read_rows, render_rows, render_scores
 from .models import create_model
-from .preprocessing import Preprocessing
+from .ranking import FULL_DATA_METHOD, RANDOM_SUBSET_ROW, score_rows, source_key
 from .records import Summary
-from .teachers import TeacherPool
+from .sets import SetToScore, fingerprint, read_set, same_space, space_name, space_warning
+from .teachers import TEACHER_LR, TeacherPool, TeacherSpec, train_teacher
 from .training import accuracy
 
-RANDOM_SUBSET_ROW = "random subset, new draw per run"
-
-
-@dataclass
-class SetToScore:
-    """A synthetic set in model input space, with the preprocessing that maps real pixels to that space."""
-
-    name: str
-    method: str
-    images: torch.Tensor
-    labels: torch.Tensor
-    soft_labels: torch.Tensor | None
-    preprocessing: Preprocessing
-    kind: str
-    fingerprint: str  # `fingerprint` of the set as stored (before any preprocessing fit here)
-
-    @property
-    def ipc(self) -> int:
-        return round(len(self.labels) / max(1, len(self.labels.unique())))
+NO_AUGMENTATION_SUFFIX = ", no augmentation"  # the protocol key of the scores' rows trained without augmentation
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,18 +38,9 @@ class SetEvaluation:
     notes: list[str] = field(default_factory=list)
 
     def to_markdown(self) -> str:
-        return render_rows(self.rows) + "".join(f"\n- {note}" for note in self.notes)
-
-
-def fingerprint(tensors: Iterable[torch.Tensor | None]) -> str:
-    """12 hex digits of the SHA-256 of the tensors' dtypes, shapes and bytes (None entries skipped): rows with one
-    fingerprint scored the same data, whatever their set names."""
-    digest = hashlib.sha256()
-    for tensor in filter(lambda t: t is not None, tensors):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.flatten().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:12]
+        """The rows, DD-Ranking's scores where the rows allow them, and the notes."""
+        scores = f"\n\n{render_scores(self.rows)}" if any(r.scores for r in self.rows) else ""
+        return render_rows(self.rows) + scores + "".join(f"\n- {note}" for note in self.notes)
 
 
 def model_fingerprint(model: str) -> str:
@@ -88,65 +53,7 @@ def model_fingerprint(model: str) -> str:
     return hashlib.sha256((repr(net) + fingerprint(net.state_dict().values())).encode()).hexdigest()[:12]
 
 
-def read_set(source: str, data: ImageClassificationData, zca: bool | None = None, method: str | None = None,
-             split: str = "train") -> SetToScore:
-    """The set at `source` (see the module docstring); `zca` says whether a `datasets` set or a release is whitened
-    (default: from the release's metadata, else no)."""
-    path = Path(source).expanduser()
-    if path.suffix == ".safetensors" and path.name != DISTILLED_FILE:
-        return _read_release(path, data, zca, method)
-    if (path / DISTILLED_FILE).exists() or path.name == DISTILLED_FILE or (not path.exists() and is_repo_id(source)
-                                                                          and _has_distilled_file(source)):
-        distilled = load_distilled(source)
-        name = source if not path.exists() else path.parent.name if path.name in ("distilled", DISTILLED_FILE) else path.name
-        return SetToScore(name, method or distilled.metadata.method,
-                          distilled.images, distilled.labels, distilled.soft_labels, distilled.preprocessing,
-                          "hf_distill set", fingerprint([distilled.images, distilled.labels, distilled.soft_labels]))
-    return _read_image_dataset(source, data, bool(zca), method, split)
-
-
-def _has_distilled_file(repo_id: str) -> bool:
-    from huggingface_hub import file_exists
-    try:
-        return file_exists(repo_id, DISTILLED_FILE, repo_type="dataset")
-    except Exception:  # offline or unknown repo: it is then read with `datasets`, which reports the problem
-        return False
-
-
-def _read_release(path: Path, data: ImageClassificationData, zca: bool | None, method: str | None) -> SetToScore:
-    check_tensors_file(path, "Pass a complete .safetensors release.")
-    with safe_open(path, framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = f.metadata() or {}
-    if "images" not in tensors or "labels" not in tensors:
-        raise ValueError(f"{path} has tensors {sorted(tensors)}; a release needs 'images' (N, C, H, W) and 'labels'.")
-    labels, soft = tensors["labels"], None
-    if labels.ndim == 2:  # learned or soft labels, one row per image
-        soft = labels.float()
-        labels = tensors.get("labels_hard", labels.argmax(1))
-    zca = str(meta.get("zca", "")).lower().startswith("yes") if zca is None else zca
-    if zca:
-        preprocessing = Preprocessing.fit(data.train_images, zca=True)
-    elif "mean" in tensors and "std" in tensors:
-        preprocessing = Preprocessing(tensors["mean"].float(), tensors["std"].float())
-    else:
-        raise ValueError(f"{path} says neither its mean/std nor that it is ZCA-whitened; pass --zca if it is.")
-    name = path.stem
-    return SetToScore(name, method or meta.get("method", name.split("_")[0]).split(" ")[0], tensors["images"].float(),
-                      labels.long(), soft, preprocessing, "release (safetensors)",
-                      fingerprint(tensors[k] for k in sorted(tensors)))
-
-
-def _read_image_dataset(source: str, data: ImageClassificationData, zca: bool, method: str | None,
-                        split: str) -> SetToScore:
-    ds = datasets.load_dataset(os.path.expanduser(source), split=split)
-    image_column, label_column = find_columns(ds.features, None, None)
-    images, _ = decoded_images(ds, image_column, split, data.resolution, "L" if data.channels == 1 else "RGB")
-    labels = torch.as_tensor(column_array(ds, label_column)).long()
-    soft = torch.as_tensor(column_array(ds, "soft_label")).float() if "soft_label" in ds.features else None
-    preprocessing = Preprocessing.fit(data.train_images, zca=zca)
-    return SetToScore(Path(source).name or source, method or "unknown", preprocessing(images), labels, soft,
-                      preprocessing, "datasets image set", fingerprint([images, labels, soft]))
+FULL_DATA_EPOCHS = 50  # a full-train-split model trained here (the teachers' default `--teacher_epochs`)
 
 
 def evaluate_set(
@@ -167,6 +74,10 @@ def evaluate_set(
     device: str | torch.device | None = None,
     random_subset: bool = True,
     torch_compile: bool = False,
+    scores: bool = False,
+    leaderboard: str | os.PathLike | None = None,
+    label_column: str | None = None,
+    image_column: str | None = None,
 ) -> SetEvaluation:
     """Score the set at `set_source` on `dataset`'s test split under each protocol and architecture, next to a random
     real subset at the same IPC (a new draw for every run, so its spread includes the subset-to-subset spread) and, for
@@ -179,63 +90,140 @@ def evaluate_set(
         random_subset: score the random-subset baseline too (leave it out when another set of the same IPC has it).
         torch_compile: compile each fresh model's forward (`training.compile_model`); a graph is compiled once per
             architecture, mode (training, no-grad) and batch shape, and serves every later model that matches.
+        scores: also train the rows DD-Ranking's scores need (`ranking`): `hard`, the first protocol without
+            augmentation (set and random subset), and a full-train-split model per architecture.
+        leaderboard: a leaderboard JSON: rows it already has are not trained again, and each new row is added to it
+            as soon as its runs are done (a stopped evaluation resumes).
+        label_column / image_column: the columns of a `datasets` set (default: by type, by name, or its only
+            integer column).
     """
     data = dataset if isinstance(dataset, ImageClassificationData) else load_image_dataset(dataset, test_split=test_split)
     keep_freed_memory()  # after loading: what converting the data freed goes back to the system first
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    scored = read_set(set_source, data, zca, method)
+    scored = read_set(set_source, data, zca, method, label_column=label_column, image_column=image_column)
     if tuple(scored.images.shape[1:]) != (data.channels, data.resolution, data.resolution):
         raise ValueError(f"The set's images are {tuple(scored.images.shape[1:])} but {data.source['dataset']!r} has "
                          f"{(data.channels, data.resolution, data.resolution)}; score it on its own source dataset.")
     unknown = [p for p in protocols or [] if PROTOCOL_ALIASES.get(p, p) not in PROTOCOLS]
     if unknown:
         raise ValueError(f"Unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}.")
-    notes = []
+    notes = [warning] if (warning := space_warning(scored, data)) else []
+    if warning:
+        logger.warning(warning)
     names = [protocol_name(p) for p in protocols or (["apm", "hard"] if scored.soft_labels is not None else ["hard"])]
     if scored.soft_labels is None and any(PROTOCOLS[p].soft for p in names):
         notes.append(f"{scored.name} has no soft labels: scored with `hard` only.")
         names = ["hard"]
+    names += ["hard"] if scores and "hard" not in names else []
     chosen = {name: get_protocol(name, epochs=epochs, lr=lr, augmentation=dsa_strategy) for name in names}
+    if scores and dsa_strategy != NO_AUGMENTATION:  # the headline protocol without augmentation, for ARS
+        chosen[names[0] + NO_AUGMENTATION_SUFFIX] = get_protocol(names[0], epochs=epochs, lr=lr,
+                                                                 augmentation=NO_AUGMENTATION)
     pool = TeacherPool.open(teachers) if teachers else None
-    teacher_models = pool.load(data, device)[0] if pool else []
+    teacher_models, teacher_configs = pool.load(data, device) if pool else ([], [])
     pool_print = pool_fingerprint(teacher_models) if pool else None
     models = models or ["convnet4" if data.resolution >= 64 else "convnet3"]
     common = dict(test_split=str(data.source.get("test_split")), hardware=hardware_description(),
                   dataset=str(data.source.get("dataset")), test_size=len(data.test_labels))
+    existing = read_rows(leaderboard) if leaderboard else []
     rows = []
     if pool:
-        scores = [accuracy(t, data.test_images, data.test_labels, pool.preprocessing) for t in teacher_models]
-        rows.append(ScoreRow(f"teachers ({len(scores)})", "teacher", 0, "-", "-", **_summary(scores), epochs=0,
-                             lr=0.0, fingerprint=pool_print, **common))
-    jobs, baselines = [], {}
-    for name, protocol in chosen.items():
+        accuracies = [accuracy(t, data.test_images, data.test_labels, pool.preprocessing) for t in teacher_models]
+        rows.append(ScoreRow(f"teachers ({len(accuracies)})", "teacher", 0, "-", "-", **_summary(accuracies), epochs=0,
+                             lr=0.0, fingerprint=pool_print, space=space_name(pool.preprocessing), **common))
+    common["space"] = space_name(scored.preprocessing)
+    planned: dict[tuple[str, str, str], ScoreRow] = {}  # (set or random_subset, protocol key, model) -> row template
+    for key, protocol in chosen.items():
         for model in models:
-            jobs += [EvalJob("set", name, model, run) for run in range(num_runs)]
+            row = dict(protocol=protocol.name, model=model, epochs=protocol.epochs, lr=protocol.lr, mean=0.0, std=0.0,
+                       runs=[0.0] * num_runs, model_fingerprint=model_fingerprint(model), **common,
+                       augmentation=None if protocol.augmentation == DEFAULT_STRATEGY else protocol.augmentation)
+            planned["set", key, model] = ScoreRow(scored.name, scored.method, scored.ipc,
+                                                  fingerprint=scored.fingerprint, **row)
             if not random_subset:
                 continue
             if protocol.soft and not pool:
-                notes.append(f"No random-subset row under `{name}`: its soft labels need a teacher; pass --teachers.")
+                notes.append(f"No random-subset row under `{key}`: its soft labels need a teacher; pass --teachers.")
                 continue
-            jobs += [EvalJob("random_subset", name, model, run) for run in range(num_runs)]
+            planned["random_subset", key, model] = ScoreRow(RANDOM_SUBSET_ROW, "real images", scored.ipc,
+                                                            fingerprint=pool_print if protocol.soft else None, **row)
+    done = {group: next((r for r in existing if r.same_training(template)), None) for group, template in planned.items()}
+    full = {model: _full_data_row(model, data, scored, pool, teacher_models, teacher_configs, common, existing, notes)
+            for model in models} if scores else {}
+    kept = sum(row is not None for row in done.values()) + sum(source == "kept" for _, source in full.values())
+    if kept:
+        notes.append(f"{kept} row(s) already in {leaderboard} were not trained again.")
+    to_train = [model for model, (_, source) in full.items() if source == "train"]
+    if to_train:
+        logger.info("Scores: after the evaluation models, %d full-train-split model(s) (%s), %d epochs on all %s "
+                    "train images each.", len(to_train), ", ".join(to_train), FULL_DATA_EPOCHS,
+                    f"{len(data.train_labels):,}")
+    jobs = [EvalJob(set_name, key, model, run) for (set_name, key, model) in planned
+            if done[set_name, key, model] is None for run in range(num_runs)]
     sets = {"set": LabelledSet(scored.images, scored.labels, scored.soft_labels),
             "random_subset": random_draws(data, scored.ipc, seed, scored.preprocessing,
                                           teacher_models[0] if pool else None, pool.preprocessing if pool else None,
                                           device)}
-    results = evaluate_jobs(jobs, sets, chosen, data, scored.preprocessing, seed, batch_size, torch_compile,
-                            device=device)
-    for score in results:
-        baselines.setdefault((score.job.set_name, score.job.protocol, score.job.model), []).append(score)
-    for (set_name, name, model), group in baselines.items():
-        protocol = chosen[name]
-        row = dict(protocol=name, model=model, epochs=protocol.epochs, lr=protocol.lr,
-                   model_fingerprint=model_fingerprint(model), seconds=sum(s.seconds for s in group),
-                   **_summary([s.accuracy for s in group]), **common)
-        if set_name == "set":
-            rows.append(ScoreRow(scored.name, scored.method, scored.ipc, fingerprint=scored.fingerprint, **row))
-        else:
-            rows.append(ScoreRow(RANDOM_SUBSET_ROW, "real images", scored.ipc,
-                                 fingerprint=pool_print if protocol.soft else None, **row))
+    finished: dict[tuple[str, str, str], list[JobScore]] = {}
+
+    def keep(score: JobScore) -> None:
+        group = (score.job.set_name, score.job.protocol, score.job.model)
+        finished.setdefault(group, []).append(score)
+        if len(finished[group]) == num_runs:
+            runs = finished[group]
+            done[group] = dataclasses.replace(planned[group], seconds=sum(s.seconds for s in runs),
+                                              **_summary([s.accuracy for s in runs]))
+            if leaderboard:
+                append_leaderboard(leaderboard, [done[group]])
+
+    if jobs:
+        evaluate_jobs(jobs, sets, chosen, data, scored.preprocessing, seed, batch_size, torch_compile, device=device,
+                      on_score=keep)
+    for model in to_train:
+        full[model] = _train_full_data(full[model][0], data, scored, seed, torch_compile, device, notes), "trained"
+        if leaderboard:
+            append_leaderboard(leaderboard, [full[model][0]])
+    rows += [row for row, _ in full.values()] + [done[group] for group in planned]
+    for index, found in score_rows(rows).items():
+        rows[index].scores = found
     return SetEvaluation(rows, notes)
+
+
+def _full_data_row(model: str, data: ImageClassificationData, scored: SetToScore, pool: TeacherPool | None,
+                   teachers: list[torch.nn.Module], configs: list, common: dict, existing: list[ScoreRow],
+                   notes: list[str]) -> tuple[ScoreRow, str]:
+    """The `hard` row of a `model` trained on the whole train split in the set's input space (HLR's reference), and
+    where it comes from: the one `existing` has ('kept'), one from a teacher of `pool` of this architecture (default
+    width) and the set's preprocessing ('reused'), else a template still to train ('train': `_train_full_data`)."""
+    template = ScoreRow(f"full train split ({len(data.train_labels):,} images)", FULL_DATA_METHOD, 0, "hard", model,
+                        0.0, 0.0, [0.0], epochs=FULL_DATA_EPOCHS, lr=TEACHER_LR, model_fingerprint=model_fingerprint(model),
+                        **common)
+    found = next((r for r in existing if r.method == FULL_DATA_METHOD and r.model == model and r.space == template.space
+                  and r.model_fingerprint == template.model_fingerprint and source_key(r) == source_key(template)), None)
+    if found is not None:
+        return found, "kept"
+    reusable = [(t, c) for t, c in zip(teachers, configs) if c.architecture == model and not c.model_kwargs
+                and same_space(pool.preprocessing, scored.preprocessing)] if pool else []
+    if not reusable:
+        return template, "train"
+    teacher, config = reusable[0]
+    notes.append(f"Full-train-split row: a teacher of the pool ({model}, same preprocessing), reused.")
+    return dataclasses.replace(template, epochs=config.epochs, lr=config.lr, **_summary(
+        [accuracy(teacher, data.test_images, data.test_labels, scored.preprocessing)])), "reused"
+
+
+def _train_full_data(template: ScoreRow, data: ImageClassificationData, scored: SetToScore, seed: int, compile: bool,
+                     device: torch.device, notes: list[str]) -> ScoreRow:
+    """`template`'s row, measured: a fresh model trained on every train image with hard labels (as a teacher)."""
+    start = time.perf_counter()
+    model, _ = train_teacher(TeacherSpec(template.model, {}, FULL_DATA_EPOCHS, seed), data, scored.preprocessing, device,
+                             progress=f"full train split ({template.model})", compile=compile)
+    top1 = accuracy(model, data.test_images, data.test_labels, scored.preprocessing)
+    notes.append(f"Full-train-split row: a {template.model} trained here ({FULL_DATA_EPOCHS} epochs on all "
+                 f"{len(data.train_labels):,} train images, hard labels, DSA, in the space of {scored.name}); a pool's "
+                 f"teacher is reused only when it is a {template.model} of the default width with the set's "
+                 f"preprocessing.")
+    return dataclasses.replace(template, seconds=time.perf_counter() - start, **_summary([top1]))
 
 
 def _summary(runs: list[float]) -> dict:

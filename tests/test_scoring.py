@@ -12,10 +12,12 @@ from safetensors.torch import save_file
 import datasets
 import hf_distill.evaluation as evaluation
 import hf_distill.leaderboard as leaderboard
+import hf_distill.ranking as ranking
 import hf_distill.scoring as scoring
+import hf_distill.sets as sets
 from hf_distill import DistillationArguments, DistillationTrainer, Preprocessing, evaluate_set, load_image_dataset
 from hf_distill.leaderboard import append_leaderboard, render_leaderboard
-from hf_distill.scoring import read_set
+from hf_distill.sets import read_set
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(models=["convnet3"], epochs=2, num_runs=2)
@@ -90,8 +92,8 @@ def test_a_fingerprint_changes_with_any_value_dtype_or_shape():
     images = torch.rand(4, 3, 2, 2)
     same, changed = images.clone(), images.clone()
     changed[3, 2, 1, 1] += 1e-6
-    prints = {scoring.fingerprint([x]) for x in (images, changed, images.double(), images.reshape(4, 12))}
-    assert scoring.fingerprint([same]) == scoring.fingerprint([images]) and len(prints) == 4
+    prints = {sets.fingerprint([x]) for x in (images, changed, images.double(), images.reshape(4, 12))}
+    assert sets.fingerprint([same]) == sets.fingerprint([images]) and len(prints) == 4
 
 
 def test_a_set_without_soft_labels_is_scored_with_hard_only(tmp_path, digits, recorded):
@@ -245,3 +247,92 @@ def test_the_duration_estimate_names_what_it_was_measured_on():
     alone = evaluation.EvalPlan(jobs[:1], evaluation.PROTOCOLS, steps_per_epoch=1)
     assert alone.estimate(0.5, compiled=True).endswith("test scoring comes on top (it includes compiling alexnet_small).")
     assert alone.estimate(0.5).endswith("should take about 8.3 min on 1 process(es); test scoring comes on top.")
+
+
+# ------------------------------------------------------------------------------- sets in other layouts
+def _image_set(path: Path, pixels: torch.Tensor, columns: dict) -> Path:
+    """A parquet image set at `path` in Hub layout: `image` and the given integer columns (plain int64 values)."""
+    (path / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict({"image": [img[0].numpy() for img in pixels], **columns},
+                               features=datasets.Features({"image": datasets.Image(),
+                                                           **{c: datasets.Value("int64") for c in columns}}),
+                               ).to_parquet(str(path / "data" / "train.parquet"))
+    return path
+
+
+def test_an_image_set_with_its_labels_in_another_integer_column_is_read(tmp_path, digits, caplog):
+    pixels, labels = digits.train_images[:20], digits.train_labels[:20].tolist()
+    with caplog.at_level("WARNING"):
+        by_type = read_set(str(_image_set(tmp_path / "class_id", pixels, {"class_id": labels})), digits)
+    assert by_type.labels.tolist() == labels and "using the integer column 'class_id'" in caplog.text
+    by_name = read_set(str(_image_set(tmp_path / "labels", pixels, {"labels": labels, "index": list(range(20))})), digits)
+    assert by_name.labels.tolist() == labels  # `labels` is a label column by name, `index` is not used
+    two = str(_image_set(tmp_path / "two", pixels, {"class_id": labels, "index": list(range(20))}))
+    with pytest.raises(ValueError, match=r"several integer columns \['class_id', 'index'\]; pass --label_column"):
+        read_set(two, digits)
+    assert read_set(two, digits, label_column="class_id").labels.tolist() == labels
+    assert torch.allclose(by_type.images, Preprocessing.fit(digits.train_images)(pixels))  # the real preprocessing
+
+
+def test_a_set_in_another_space_than_declared_gets_a_one_line_warning(tmp_path, digits):
+    pixels, labels = digits.train_images[:40], digits.train_labels[:40].tolist()
+    real = read_set(str(_image_set(tmp_path / "real", pixels, {"class_id": labels})), digits)
+    assert sets.space_warning(real, digits) is None
+    flat = (pixels.float() - pixels.float().mean()) * 0.1 + 128  # whitened-looking images stored as pixels
+    whitened = read_set(str(_image_set(tmp_path / "flat", flat.round().to(torch.uint8), {"class_id": labels})), digits)
+    warning = sets.space_warning(whitened, digits)
+    assert "\n" not in warning and "look whitened or normalised before they were stored" in warning and "--zca" in warning
+    mean, std = torch.tensor([0.3]), torch.tensor([0.2])
+    save_file({"images": pixels.float(), "labels": digits.train_labels[:40], "mean": mean, "std": std},
+              str(tmp_path / "raw.safetensors"))  # 0-255 pixels declared as normalised
+    warning = sets.space_warning(read_set(str(tmp_path / "raw.safetensors"), digits), digits)
+    assert "look like raw pixels (0-1 or 0-255) declared as normalised" in warning
+
+
+# ------------------------------------------------------------------------------- the scores' rows, kept as they finish
+def test_scores_train_the_rows_they_need_once_and_a_stopped_evaluation_keeps_its_finished_rows(tmp_path, run, digits,
+                                                                                              monkeypatch):
+    monkeypatch.setattr(scoring, "FULL_DATA_EPOCHS", 1)
+    board, trained, full_models = tmp_path / "board.json", [], []
+    kwargs = dict(teachers=str(run / "teachers"), scores=True, leaderboard=board, **FAST)
+
+    def stub(job, labelled, protocol, *args, **kwargs):  # the set 10 points above its random subsets, run by run
+        if len(trained) == 4 and stop:
+            raise KeyboardInterrupt
+        trained.append((job.set_name, protocol.name, protocol.augmentation))
+        return (60.0 if job.set_name == "set" else 50.0) + job.run
+    monkeypatch.setattr(evaluation, "train_and_test", stub)
+    real_teacher = scoring.train_teacher
+    monkeypatch.setattr(scoring, "train_teacher", lambda *a, **k: full_models.append(a[0].model) or real_teacher(*a, **k))
+    stop = True
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_set(str(run / "distilled"), digits, **kwargs)
+    kept = [(r.set, r.protocol, r.augmentation) for r in leaderboard.read_rows(board)]
+    assert kept == [("run", "apm", None), ("random subset, new draw per run", "apm", None)]  # 4 models: 2 rows of 2 runs
+    stop = False
+    result = evaluate_set(str(run / "distilled"), digits, **kwargs)
+    assert trained[4:] == [("set", "hard", scoring.DEFAULT_STRATEGY)] * 2 + [("random_subset", "hard",
+                                                                               scoring.DEFAULT_STRATEGY)] * 2 + [
+        ("set", "apm", "none")] * 2 + [("random_subset", "apm", "none")] * 2  # only the 4 rows the file lacked
+    assert full_models == ["convnet3"]  # the pool's teacher is a narrower convnet3: a full-data model is trained
+    assert [(r.set[:6], r.protocol, r.augmentation) for r in result.rows] == [
+        ("teache", "-", None), ("full t", "hard", None), ("run", "apm", None), ("random", "apm", None),
+        ("run", "hard", None), ("random", "hard", None), ("run", "apm", "none"), ("random", "apm", "none")]
+    full, ours = result.rows[1], result.rows[2]
+    assert ours.scores.ior.runs == pytest.approx([0.10, 0.10]) and ours.scores.ars.runs == pytest.approx(
+        ranking.ars([0.10, 0.10], [0.10, 0.10]))
+    assert ours.scores.hlr.runs == pytest.approx([(full.mean - 60) / 100, (full.mean - 61) / 100])
+    assert "2 row(s) already in" in " ".join(result.notes)
+    again = evaluate_set(str(run / "distilled"), digits, **kwargs)
+    assert len(trained) == 12 and full_models == ["convnet3"]  # nothing is trained twice
+    assert "7 row(s) already in" in " ".join(again.notes) and "| IOR | HLR | LRS | ARS |" in again.to_markdown()
+
+
+def test_a_space_name_ignores_the_last_float_digits_of_a_fit_and_tells_spaces_apart(digits):
+    zca = Preprocessing.fit(digits.train_images, zca=True)
+    noisy = Preprocessing(zca.mean, zca.std, zca.zca_mean, zca.zca_matrix + 1e-10 * torch.randn_like(zca.zca_matrix),
+                          zca.zca_inverse)
+    plain = Preprocessing.fit(digits.train_images)
+    other = Preprocessing(plain.mean + 0.01, plain.std)
+    names = [sets.space_name(p) for p in (zca, noisy, plain, other)]
+    assert names[0] == names[1] and len(set(names)) == 3 and names[0].startswith("zca ") and names[2].startswith("mean/std")
