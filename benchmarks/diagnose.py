@@ -4,8 +4,8 @@
 
 Reads `<output_dir>/distilled` and `<output_dir>/teachers` of a finished run (real initialisation) and
 prints: mean |change| of the images against the pixel-space std of the start, teacher-0 agreement with the
-hard labels, and the mean |logit| of the soft labels, for the distilled set and the real images it
-started from. Then it trains one student on the starting images the way the run's refreshes do
+hard labels, and the scale of teacher 0's logits (mean |logit|, std, max, top-1 margin) on the distilled set, the real
+images it started from and 1,000 random real train images. Then it trains one student on the starting images the way the run's refreshes do
 (`student_epochs`, `lr_net`, L1 to teacher 0's logits) and prints, per snapshot, how far its logits on those images
 still are from the teacher's: the disagreement the first image step has to work with.
 """
@@ -34,9 +34,15 @@ def main(output_dir: str) -> None:
     teacher = TeacherPool.open(pool).load(data, count=1)[0][0]
     start_logits = predict(teacher, start)
     print(f"image std at start {start.std():.3f}, mean |change| {(distilled.images - start).abs().mean():.3f}")
-    for name, logits in (("real start", start_logits), ("distilled", distilled.soft_labels)):
-        agree = (logits.argmax(1) == distilled.labels).float().mean() * 100
-        print(f"{name:>10}: teacher-0 argmax == label {agree:.0f}%, mean |soft label| {logits.abs().mean():.2f}")
+    sample = torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(args["seed"]))[:1000]
+    real_logits = predict(teacher, distilled.preprocessing(data.train_images[sample]))
+    for name, logits, labels in (("real start", start_logits, distilled.labels),
+                                 ("distilled", distilled.soft_labels, distilled.labels),
+                                 ("1,000 real", real_logits, data.train_labels[sample])):
+        agree = (logits.argmax(1) == labels).float().mean() * 100
+        top2 = logits.topk(2, dim=1).values
+        print(f"{name:>10}: teacher-0 argmax == label {agree:.0f}%, mean |soft label| {logits.abs().mean():.2f}, "
+              f"std {logits.std():.2f}, max |logit| {logits.abs().max():.1f}, top-1 margin {(top2[:, 0] - top2[:, 1]).mean():.2f}")
     epochs = args["student_epochs"]
     torch.manual_seed(args["seed"])
     student = create_model(distilled.metadata.model, data.num_classes, data.channels, data.resolution,

@@ -11,8 +11,10 @@ again, so an interrupted call resumes.
 - `--images`: an iteration of the run (its `checkpoint-<n>` images; 0 is the starting real images, labelled like
   the set), or `random`: a new draw of ipc real train images per class for each run (the baseline).
 - `--labels`: `teacher` (L1 to the logits of teacher 0 of the run's pool: APM's protocol), `hard` (cross-entropy on
-  class ids), `kd:T` (KL to teacher 0's logits at temperature T), or `own` (L1 to the logits of a teacher of the
-  evaluation architecture, trained like the run's teachers into `<pool>-<architecture>/` the first time).
+  class ids), `teacher@S` (L1 to teacher 0's logits rescaled so that their standard deviation over the set is S: one
+  target scale for every set), `kd:T` (KL to teacher 0's logits at temperature T), or `own` (L1 to the logits of a
+  teacher of the evaluation architecture, trained like the run's teachers into `<pool>-<architecture>/` the first
+  time).
 - `--split test` scores on the test split; `--split val` on 1,000 train images outside every scored set (for
   choosing evaluation settings without reading test). The random draws of `--runs` are left out of it, so rows
   share one validation slice only when they share `--runs`.
@@ -82,11 +84,14 @@ def targets(labels: str, images: torch.Tensor, teacher: torch.nn.Module,
         return "hard", None, 4.0
     if labels == "teacher":
         return "apm", predict(teacher, images), 4.0
+    if labels.startswith("teacher@"):  # the teacher's logits rescaled to one standard deviation for every set
+        logits = predict(teacher, images)
+        return "apm", logits * (float(labels.removeprefix("teacher@")) / logits.std()), 4.0
     if labels.startswith("kd:"):
         return "kd", predict(teacher, images), float(labels.removeprefix("kd:"))
     if labels == "own":
         return "apm", predict(own(), images), 4.0
-    raise SystemExit(f"error: --labels {labels!r}: use teacher, hard, kd:T or own.")
+    raise SystemExit(f"error: --labels {labels!r}: use teacher, teacher@S, hard, kd:T or own.")
 
 
 def table(rows: list[dict]) -> str:
