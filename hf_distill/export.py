@@ -154,9 +154,7 @@ def push_teachers(pool: str | os.PathLike, repo_id: str, private: bool = False, 
 class RunOutputsMixin:
     """What a `DistillationTrainer` writes and pushes (as `transformers.utils.PushToHubMixin` does for models): the
     distilled folder, `eval_results.json` and the Hub repos. Uses the trainer's `args`, `distilled`, `eval_results`,
-    `pool`, `accelerator`, `trackers`, `state` and `is_main_process`."""
-
-    _distilled_path: Path | None = None
+    `pool`, `accelerator`, `trackers`, `state`, `is_main_process` and `_distilled_path` (where the set was saved)."""
 
     def save_distilled(self, path: str | os.PathLike | None = None) -> Path | None:
         """Write the distilled set as a Hub dataset-repo folder (card, parquet, safetensors; see `save_distilled`) and

@@ -99,17 +99,14 @@ def score_rows(rows: list["ScoreRow"]) -> dict[int, RankingScores]:
     row when there are several); HLR with the set's own `hard` row (which may have another lr) and a full-train-split
     row of the same data, input space and architecture. ARS needs the four rows with and without augmentation. Rows
     that recorded no input space (`space`: written before it was kept) get and give no scores."""
-    rows = [r if r.space is not None else None for r in rows]  # pairs in an unknown input space may mix spaces
-    randoms = {(_setting(r), r.protocol, r.augmentation): r for r in filter(None, rows) if r.set == RANDOM_SUBSET_ROW}
-    full = {(*source_key(r), r.space, r.model, r.model_fingerprint): r for r in filter(None, rows)
-            if r.method == FULL_DATA_METHOD}
-    sets = {(r.fingerprint, _setting(r), r.protocol, r.augmentation): r for r in filter(None, rows)
+    known = [r for r in rows if r.space is not None]  # pairs in an unknown input space may mix spaces
+    randoms = {(_setting(r), r.protocol, r.augmentation): r for r in known if r.set == RANDOM_SUBSET_ROW}
+    full = {(*source_key(r), r.space, r.model, r.model_fingerprint): r for r in known if r.method == FULL_DATA_METHOD}
+    sets = {(r.fingerprint, _setting(r), r.protocol, r.augmentation): r for r in known
             if r.set != RANDOM_SUBSET_ROW and r.model != "-" and r.method != FULL_DATA_METHOD}
     hards = {(r.fingerprint, *_setting(r)[:-1], r.augmentation): r for r in sets.values() if r.protocol == "hard"}
     scores = {}
     for index, row in enumerate(rows):
-        if row is None:
-            continue
         key = (row.fingerprint, _setting(row), row.protocol, row.augmentation)
         if sets.get(key) is not row or row.augmentation == "none":
             continue
