@@ -4,6 +4,10 @@ Students trained on the synthetic set minimise their disagreement with a teacher
 images then take a step that *maximises* it, while the teacher still recognises their class:
 
     L(x) = - sum_k mean | s_k(x) - t(x) |  +  ce_weight * CE(t(x), y)
+
+With `standardize` (not in the paper) the disagreement compares z(s_k(x)) and z(t(x)), each image's logits minus
+their mean over classes, divided by their standard deviation, so an image cannot raise it by inflating the scale
+of the teacher's logits.
 """
 
 from __future__ import annotations
@@ -22,25 +26,38 @@ from .preprocessing import Preprocessing
 
 
 def apm_loss(x: torch.Tensor, y: torch.Tensor, teacher: nn.Module, students: Sequence[nn.Module],
-             ce_weight: float) -> torch.Tensor:
+             ce_weight: float, standardize: bool = False) -> torch.Tensor:
     """The APM image loss: minus the students' L1 logit disagreement with the teacher, plus the teacher's CE."""
     t = teacher(x).float()
-    return -disagreement(x, t, students) + ce_weight * F.cross_entropy(t, y)
+    return -disagreement(x, t, students, standardize) + ce_weight * F.cross_entropy(t, y)
 
 
-def disagreement(x: torch.Tensor, teacher_logits: torch.Tensor, students: Sequence[nn.Module]) -> torch.Tensor:
-    """sum_k mean | s_k(x) - t(x) |: how far the students' logits are from the teacher's."""
-    return sum((s(x).float() - teacher_logits).abs().mean() for s in students)
+def standardized(logits: torch.Tensor) -> torch.Tensor:
+    """z(v) = (v - mean(v)) / std(v) over the classes of each row: the logits without their scale."""
+    return (logits - logits.mean(1, keepdim=True)) / (logits.std(1, keepdim=True) + 1e-6)
+
+
+def _logit_gap(student_logits: torch.Tensor, teacher_logits: torch.Tensor, standardize: bool) -> torch.Tensor:
+    if standardize:
+        student_logits, teacher_logits = standardized(student_logits), standardized(teacher_logits)
+    return (student_logits - teacher_logits).abs().mean()
+
+
+def disagreement(x: torch.Tensor, teacher_logits: torch.Tensor, students: Sequence[nn.Module],
+                 standardize: bool = False) -> torch.Tensor:
+    """sum_k mean | s_k(x) - t(x) |: how far the students' logits are from the teacher's (z-scored with `standardize`)."""
+    return sum(_logit_gap(s(x).float(), teacher_logits, standardize) for s in students)
 
 
 def mean_disagreement(images: torch.Tensor, batch: torch.Tensor, teacher: nn.Module, students: Sequence[nn.Module],
-                      segment_size: int, autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> float:
+                      segment_size: int, autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                      standardize: bool = False) -> float:
     """The students' mean L1 disagreement with the teacher on `images[batch]` (per student), one segment at a time."""
     gap = 0.0
     with torch.no_grad(), autocast():
         for segment in batch.split(segment_size):
             x = images[segment]
-            gap += disagreement(x, teacher(x).float(), students).item() * len(segment)
+            gap += disagreement(x, teacher(x).float(), students, standardize).item() * len(segment)
     return gap / (len(batch) * len(students))
 
 
@@ -55,6 +72,7 @@ def accumulate_image_gradient(
     shard: tuple[int, int] = (0, 1),
     autocast: Callable[[], ContextManager] = contextlib.nullcontext,
     views: DSAParams | None = None,
+    standardize: bool = False,
 ) -> float:
     """Add d L(images[batch]) / d images into `images.grad`, one segment of `segment_size` at a time.
 
@@ -63,6 +81,7 @@ def accumulate_image_gradient(
     summing `images.grad` over processes then gives the full gradient. Returns this process's share
     of the loss. With `views` (one DSA draw for the whole batch), teacher and students see the images
     through it, each segment through its own rows of it, so the gradient does not depend on `segment_size`.
+    `standardize` is `apm_loss`'s.
 
     The gradient is that of `apm_loss`, taken one student at a time: each student's term is
     differentiated on its own (its d/dt collected on a detached copy of the teacher's logits), then
@@ -81,7 +100,7 @@ def accumulate_image_gradient(
         t_detached = t.detach().requires_grad_(True)
         for student in students:
             with autocast():
-                term = -(student(view).float() - t_detached).abs().mean() * weight
+                term = -_logit_gap(student(view).float(), t_detached, standardize) * weight
             term.backward()
             total += term.detach()
         ce = ce_weight * F.cross_entropy(t, labels[segment]) * weight

@@ -105,6 +105,10 @@ class DistillationArguments:
     image_dsa: bool = _arg(False, "Not in the paper: the image update sees the images through one DSA draw per "
                                   "iteration (the same view for teacher and students), so they must stay hard under "
                                   "augmentation. Off: APM as published.")
+    standardize_logits: bool = _arg(False, "Not in the paper: the image loss compares the students' and the teacher's "
+                                           "logits after z-scoring each image's logits over the classes, so the images "
+                                           "cannot raise the disagreement by inflating the teacher's logit scale. Off: "
+                                           "APM as published.")
     real_scale_labels: bool = _arg(False, "Not in the paper: ship teacher 0's logits rescaled (one factor for the set) "
                                           "to the standard deviation they have on the starting real images, since "
                                           "the image update inflates them. Off: APM as published.")

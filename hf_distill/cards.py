@@ -109,6 +109,7 @@ def teacher_card(configs: list[TeacherConfig], preprocessing: Preprocessing, rep
 # What hf-distill adds to APM as published, by flag; a set made without any of them is the paper's method.
 EXTENSIONS = {"image_dsa": "`--image_dsa`: the image update saw the images through one DSA draw per iteration",
               "student_models": "`--student_models`: students of several architectures, taken in turn",
+              "standardize_logits": "`--standardize_logits`: the image loss compared z-scored logits",
               "real_scale_labels": "`--real_scale_labels`: soft labels rescaled to the teacher's logit scale on real "
                                    "images"}
 

@@ -169,7 +169,8 @@ class DistillationTrainer(RunOutputsMixin):
         views = sample_dsa(len(batch), images.shape[-1], loop.generator, self.args.dsa_strategy) \
             if self.args.image_dsa else None
         local_loss = accumulate_image_gradient(images, batch, labels, teacher, loop.students, self.args.ce_weight,
-                                               segment_size, self._shard, acc.autocast, views)
+                                               segment_size, self._shard, acc.autocast, views,
+                                               self.args.standardize_logits)
         if images.grad is None:
             images.grad = torch.zeros_like(images)
         images.grad = self._sum(images.grad)
@@ -262,7 +263,7 @@ class DistillationTrainer(RunOutputsMixin):
         `log_history`), and with the iteration times since `window_start` (step, clock) to the trackers."""
         step, acc = self.state.global_step, self.accelerator
         gap = mean_disagreement(loop.images, batch, self.teachers[loop.teacher_index], loop.students, segment_size,
-                                acc.autocast)
+                                acc.autocast, self.args.standardize_logits)
         logs = {"loss": loss, "lr_img": loop.scheduler.get_last_lr()[0], "disagreement": gap, "step": step}
         self.state.log_history.append(logs)
         self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs=logs)

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_distill.apm import accumulate_image_gradient, apm_loss, snapshot_epochs
+from hf_distill.apm import accumulate_image_gradient, apm_loss, disagreement, snapshot_epochs
 from hf_distill.augment import apply_dsa, sample_dsa
 from hf_distill.models import create_model
 from hf_distill.training import FitConfig, fit, freeze
@@ -71,6 +71,30 @@ def test_image_dsa_gives_the_gradient_of_the_loss_on_one_augmented_view(op, segm
     plain = x.detach().clone().requires_grad_(True)
     accumulate_image_gradient(plain, batch, y, teacher, students, 0.1, segment_size=segment_size)
     assert not torch.allclose(plain.grad, x.grad)  # the view changed the step
+
+
+@pytest.mark.parametrize("segment_size", [1, 7])
+def test_standardized_logits_give_the_gradient_of_their_loss(segment_size):
+    teacher, students = _nets()
+    x, y = _images()
+    batch = torch.tensor([9, 2, 5, 0, 7, 3, 8])
+    loss = accumulate_image_gradient(x, batch, y, teacher, students, 0.1, segment_size=segment_size, standardize=True)
+    expected_x = x.detach().clone().requires_grad_(True)
+    expected = apm_loss(expected_x[batch], y[batch], teacher, students, 0.1, standardize=True)
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(x.grad, expected_x.grad, atol=1e-6, rtol=1e-4)
+    assert not torch.allclose(apm_loss(x, y, teacher, students, 0.1), apm_loss(x, y, teacher, students, 0.1, True))
+
+
+def test_standardized_disagreement_ignores_the_teachers_logit_scale():
+    teacher, students = _nets()
+    x, _ = _images()
+    with torch.no_grad():
+        t = teacher(x)
+        assert disagreement(x, 3 * t + 1, students, standardize=True).item() == pytest.approx(
+            disagreement(x, t, students, standardize=True).item(), rel=1e-4)
+        assert disagreement(x, 3 * t, students).item() > disagreement(x, t, students).item() + 0.1  # the paper's grows
 
 
 def test_process_shards_sum_to_the_full_gradient():
