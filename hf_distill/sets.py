@@ -66,6 +66,12 @@ def same_space(a: Preprocessing, b: Preprocessing) -> bool:
 SPACE_SAMPLE = 2_000  # real train images whose statistics the set's are compared with
 
 
+# Optimised images often end up louder than real ones in the same space and are read right (the KIP CIFAR-10 release
+# of ../shared/peers: 16x the real images' std under ZCA, mean in place, 32.3% on convnet3 against 29.8% for random
+# images; MTT's DC-Bench ZCA run: 5.6x, 62.6%), so a larger std alone warns only beyond this ratio.
+LOUDEST = 30.0
+
+
 def space_warning(scored: SetToScore, data: ImageClassificationData) -> str | None:
     """One line when the set's per-channel statistics in model input space are far from the real images' under the
     same preprocessing (its images are likely in another space than declared), naming the likely fix; else None."""
@@ -75,7 +81,7 @@ def space_warning(scored: SetToScore, data: ImageClassificationData) -> str | No
     shift = ((scored.images.mean(dims) - real.mean(dims)).abs() / real.std(dims)).max().item()
     ratio = (scored.images.std(dims) / real.std(dims))
     low, high = ratio.min().item(), ratio.max().item()
-    if low >= 1 / 3 and high <= 3 and shift <= 1.5:
+    if low >= 1 / 3 and high <= LOUDEST and shift <= 1.5:
         return None
     declared = "ZCA-whitened" if scored.preprocessing.zca else "pixels normalised by the real mean/std"
     if low < 1 / 3:

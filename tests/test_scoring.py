@@ -287,6 +287,10 @@ def test_a_set_in_another_space_than_declared_gets_a_one_line_warning(tmp_path, 
               str(tmp_path / "raw.safetensors"))  # 0-255 pixels declared as normalised
     warning = sets.space_warning(read_set(str(tmp_path / "raw.safetensors"), digits), digits)
     assert "look like raw pixels (0-1 or 0-255) declared as normalised" in warning
+    loud = real.preprocessing(pixels) * 10  # an optimised set ten times louder than real images, in its declared space
+    save_file({"images": loud, "labels": digits.train_labels[:40], "mean": real.preprocessing.mean,
+               "std": real.preprocessing.std}, str(tmp_path / "loud.safetensors"))
+    assert sets.space_warning(read_set(str(tmp_path / "loud.safetensors"), digits), digits) is None
 
 
 # ------------------------------------------------------------------------------- the scores' rows, kept as they finish
