@@ -95,8 +95,8 @@ def score(args: argparse.Namespace, output: Path) -> None:
 
 
 def compare_with_papers(output: Path, dataset: str) -> str:
-    """Each scored peer's convnet3 `hard` row on `dataset` (on convnet3's latest definition) next to the ConvNet
-    accuracy its paper reports (release metadata)."""
+    """Each scored peer's convnet3 `hard` row on `dataset` (on convnet3's latest definition, with the default DSA as the
+    papers trained) next to the ConvNet accuracy its paper reports (release metadata)."""
     rows = [r for r in current_rows([ScoreRow(**r) for r in json.loads(output.read_text())["rows"]])[0]
             if Path(str(r.dataset)).name == Path(dataset).name]
     size = next((f"{r.test_size:,}" for r in rows if r.test_size), "?")
@@ -104,7 +104,7 @@ def compare_with_papers(output: Path, dataset: str) -> str:
              "|---|---|---|---|"]
     for row in rows:
         path = PEERS / f"{row.set}.safetensors"
-        if row.model != "convnet3" or row.protocol != "hard" or not path.exists():
+        if row.model != "convnet3" or row.protocol != "hard" or row.augmentation is not None or not path.exists():
             continue
         with safe_open(path, framework="pt") as f:
             reported = json.loads((f.metadata() or {}).get("paper_reported_percent", "null"))
