@@ -28,7 +28,7 @@ from safetensors import safe_open
 
 from hf_distill import evaluate_set, load_image_dataset
 from hf_distill.evaluation import PROTOCOLS
-from hf_distill.leaderboard import ScoreRow, append_leaderboard, current_rows
+from hf_distill.leaderboard import ScoreRow, current_rows
 from hf_distill.sets import read_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,6 @@ def score(args: argparse.Namespace, output: Path) -> None:
                                   teachers=args.teachers if soft else None, zca=scored.name in WHITENED or None,
                                   method=scored.method, torch_compile=args.torch_compile, scores=args.scores,
                                   leaderboard=output)
-            append_leaderboard(output, result.rows)
             print(result.to_markdown(), flush=True)
 
 

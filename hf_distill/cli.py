@@ -20,7 +20,7 @@ from . import __version__
 from .arguments import ARGUMENT_ALIASES, DistillationArguments, json_object
 from .evaluation import PROTOCOL_ALIASES, PROTOCOLS
 from .hub import HubError
-from .leaderboard import append_leaderboard, render_leaderboard
+from .leaderboard import render_leaderboard
 from .scoring import evaluate_set
 from .trainer import DistillationTrainer
 
@@ -205,7 +205,7 @@ def evaluate(argv: list[str]) -> None:
                           label_column=args.label_column, image_column=args.image_column)
     print(result.to_markdown())
     if args.leaderboard:
-        print(f"The {len(result.rows)} rows are in {append_leaderboard(args.leaderboard, result.rows)}")
+        print(f"The {len(result.rows)} rows are in {args.leaderboard}")
 
 
 def leaderboard(argv: list[str]) -> None:

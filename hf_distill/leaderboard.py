@@ -156,14 +156,14 @@ def render_leaderboard(path: str | os.PathLike, by_architecture: bool = False, s
     """The leaderboard JSON at `path` as a Markdown table, grouped by protocol and architecture, best first (or
     `render_by_architecture`); with `scores`, the DD-Ranking scores of its current set rows follow (computed anew)."""
     rows, stale = current_rows(read_rows(path))
-    found = score_rows(rows)
-    for index, row in enumerate(rows):
-        row.scores = found.get(index)
     footer = f"\n\nHardware: {'; '.join(sorted({r.hardware for r in rows}))}."
     if stale:
         footer += (f"\n\nLeft out: {len(stale)} row(s) trained on another definition of "
                    f"{', '.join(sorted({r.model for r in stale}))} than the latest (`model_fingerprint`).")
     if scores:
+        found = score_rows(rows)
+        for index, row in enumerate(rows):
+            row.scores = found.get(index)
         footer += ("\n\nDD-Ranking's scores (arXiv 2505.13300; fractions, mean ± std over runs; README: Scores):\n\n"
                    + render_scores(rows))
     if by_architecture:

@@ -186,6 +186,8 @@ def evaluate_set(
     rows += [row for row, _ in full.values()] + [done[group] for group in planned]
     for index, found in score_rows(rows).items():
         rows[index].scores = found
+    if leaderboard:  # the teachers' row and a reused full-train-split row; rows already there are not added twice
+        append_leaderboard(leaderboard, rows)
     return SetEvaluation(rows, notes)
 
 

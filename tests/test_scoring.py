@@ -327,6 +327,10 @@ def test_scores_train_the_rows_they_need_once_and_a_stopped_evaluation_keeps_its
         ranking.ars([0.10, 0.10], [0.10, 0.10]))
     assert ours.scores.hlr.runs == pytest.approx([(full.mean - 60) / 100, (full.mean - 61) / 100])
     assert "2 row(s) already in" in " ".join(result.notes)
+    stored = leaderboard.read_rows(board)  # the Python call alone stores every row, the teachers' one too
+    assert sorted((r.set[:6], r.protocol, r.augmentation or "") for r in stored) == sorted(
+        (r.set[:6], r.protocol, r.augmentation or "") for r in result.rows)
+    assert next(r for r in stored if r.set == "run" and r.protocol == "apm" and not r.augmentation).scores.hlr
     again = evaluate_set(str(run / "distilled"), digits, **kwargs)
     assert len(trained) == 12 and full_models == ["convnet3"]  # nothing is trained twice
     assert "7 row(s) already in" in " ".join(again.notes) and "| IOR | HLR | LRS | ARS |" in again.to_markdown()
