@@ -1,13 +1,14 @@
 """Does an evaluation model learn anything from a set in its first epochs? Trace one model's training on it.
 
     python benchmarks/plateau.py outputs/bench/cifar10_ipc10_lr14 --images random final --model alexnet_small
-    python benchmarks/plateau.py outputs/bench/cifar10_ipc10_lr14 --images random final --kaiming
+    python benchmarks/plateau.py outputs/bench/cifar10_ipc10_lr14 --images random final --torch_init --seeds 0 1 2
 
-Trains one `--model` (seed 0) on a run's final images or on a random real draw (ipc per class, seed 123), with L1 to
+Trains one `--model` per seed in `--seeds` on a run's final images or on a random real draw (ipc per class, seed 123), with L1 to
 teacher 0's logits rescaled to std 3 (transfer.py's `teacher@3`), DSA, SGD at `--lr`, and prints every 10 epochs the
 L1 on the set, the spread of the model's logits across the images (mean over classes of their std over images: near 0
-means the model gives every image the same output) and its accuracy on the set's own class ids. `--kaiming` re-draws
-the convolutions' weights with He-normal initialisation (biases 0) before training, instead of PyTorch's default.
+means the model gives every image the same output) and its accuracy on the set's own class ids. `--torch_init`
+re-draws the convolutions with PyTorch's default initialisation before training (alexnet_small's own, He-normal with
+zero biases, replaced it on 2026-12-07).
 """
 
 import argparse
@@ -29,7 +30,8 @@ def main() -> None:
     parser.add_argument("--model", default="alexnet_small")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--kaiming", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="model seeds, one model each")
+    parser.add_argument("--torch_init", action="store_true")
     opts = parser.parse_args()
     distilled = load_distilled(opts.run / "distilled")
     args = distilled.metadata.args
@@ -44,26 +46,26 @@ def main() -> None:
             images, labels = distilled.images, distilled.labels
         logits = predict(teacher, images)
         targets = logits * (3 / logits.std())
-        torch.manual_seed(0)
-        model = create_model(opts.model, data.num_classes, data.channels, data.resolution)
-        if opts.kaiming:
-            for module in model.modules():
-                if isinstance(module, torch.nn.Conv2d):
-                    torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-                    torch.nn.init.zeros_(module.bias)
+        for seed in opts.seeds:
+            torch.manual_seed(seed)
+            model = create_model(opts.model, data.num_classes, data.channels, data.resolution)
+            if opts.torch_init:
+                for module in model.modules():
+                    if isinstance(module, torch.nn.Conv2d):
+                        module.reset_parameters()
 
-        def trace(epoch: int) -> None:
-            if epoch % 10 == 0:
-                with torch.no_grad():
-                    model.eval()
-                    out = model(images)
-                    model.train()
-                print(f"{which:>6} epoch {epoch:3d}: L1 {(out - targets).abs().mean():.3f}, logit spread over images "
-                      f"{out.std(0).mean():.3f}, accuracy on the set {(out.argmax(1) == labels).float().mean():.2f}",
-                      flush=True)
+            def trace(epoch: int) -> None:
+                if epoch % 10 == 0:
+                    with torch.no_grad():
+                        model.eval()
+                        out = model(images)
+                        model.train()
+                    print(f"{which:>6} seed {seed} epoch {epoch:3d}: L1 {(out - targets).abs().mean():.3f}, logit spread "
+                          f"over images {out.std(0).mean():.3f}, accuracy on the set "
+                          f"{(out.argmax(1) == labels).float().mean():.2f}", flush=True)
 
-        fit(model, images, targets, FitConfig(epochs=opts.epochs, lr=opts.lr, loss="l1"), torch.Generator().manual_seed(0),
-            on_epoch_end=trace)
+            fit(model, images, targets, FitConfig(epochs=opts.epochs, lr=opts.lr, loss="l1"),
+                torch.Generator().manual_seed(seed), on_epoch_end=trace)
 
 
 if __name__ == "__main__":

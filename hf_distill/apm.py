@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .augment import DSAParams, apply_dsa, select_rows
 from .data import ImageClassificationData
-from .evaluation import sample_real_subset
+from .evaluation import real_start
 from .preprocessing import Preprocessing
 
 
@@ -118,10 +118,9 @@ def initial_images(data: ImageClassificationData, ipc: int, init: str, preproces
                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The synthetic images before the first iteration, in model input space, and their class ids: `ipc` real train
     images per class (`init='real'`) or Gaussian noise (`'noise'`)."""
-    labels = torch.arange(data.num_classes).repeat_interleave(ipc)
     if init == "real":
-        return preprocessing(data.train_images[sample_real_subset(data.train_labels, ipc, data.num_classes,
-                                                                  generator)]), labels
+        return real_start(data, ipc, preprocessing, generator)
+    labels = torch.arange(data.num_classes).repeat_interleave(ipc)
     return torch.randn(len(labels), data.channels, data.resolution, data.resolution, generator=generator), labels
 
 

@@ -142,21 +142,23 @@ class EvalPlan:
                 f"steps: {self.total_epochs * self.steps_per_epoch:,} training steps in all.")
 
     def estimate(self, seconds: float, world: int = 1, whole_model: bool = False, compiled: bool = False) -> str:
-        """The expected wall time on `world` processes, from the first model's first epoch (training only) or, with
-        `whole_model`, from the first whole model (training and test scoring). The first model is of the first
-        architecture; `compiled` says its time includes compiling."""
+        """The expected wall time on `world` processes, from the first model's first epoch (training only; its second
+        epoch when `compiled`, since the first one compiles) or, with `whole_model`, from the first whole model
+        (training and test scoring, compiling included when `compiled`). The first model is of the first architecture."""
         models = math.ceil(len(self.jobs) / world)
         first, others = self.jobs[0].model, len({job.model for job in self.jobs}) - 1
-        caveats = ([f"it includes compiling {first}"] if compiled else []) + (
-            [f"measured on {first}: the {others} other architecture(s) may cost far more or less"] if others else [])
-        caveat = f" ({'; '.join(caveats)})" if caveats else ""
+        other = [f"measured on {first}: the {others} other architecture(s) may cost far more or less"] if others else []
         if whole_model:
+            caveats = ([f"it includes compiling {first}"] if compiled else []) + other
+            caveat = f" ({'; '.join(caveats)})" if caveats else ""
             return (f"First evaluation model took {seconds:.1f} s with its test scoring: the evaluation should take "
                     f"about {format_duration(seconds * models)} ({len(self.jobs)} models on {world} process(es))"
                     f"{caveat}.")
         epochs = self.total_epochs / len(self.jobs) * models
-        return (f"First evaluation epoch took {seconds:.2f} s: training the {len(self.jobs)} models should take about "
-                f"{format_duration(seconds * epochs)} on {world} process(es); test scoring comes on top{caveat}.")
+        caveat = f" ({other[0]})" if other else ""
+        return (f"{'Second' if compiled else 'First'} evaluation epoch took {seconds:.2f} s: training the "
+                f"{len(self.jobs)} models should take about {format_duration(seconds * epochs)} on {world} process(es); "
+                f"{'compiling and test scoring come' if compiled else 'test scoring comes'} on top{caveat}.")
 
 
 def format_duration(seconds: float) -> str:
@@ -180,6 +182,14 @@ def sample_real_subset(labels: torch.Tensor, ipc: int, num_classes: int, generat
     check_ipc(labels, ipc, num_classes)
     by_class = labels.argsort(stable=True).split(labels.bincount(minlength=num_classes).tolist())
     return torch.cat([members[torch.randperm(len(members), generator=generator)[:ipc]] for members in by_class])
+
+
+def real_start(data: ImageClassificationData, ipc: int, preprocessing: Preprocessing,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A run's starting images under `--init real`, in model input space, and their class ids: `ipc` train images per
+    class drawn with `generator`. The paired random-subset baseline is these same images."""
+    index = sample_real_subset(data.train_labels, ipc, data.num_classes, generator)
+    return preprocessing(data.train_images[index]), data.train_labels[index]
 
 
 def random_draw(labels: torch.Tensor, ipc: int, num_classes: int, seed: int, run: int) -> torch.Tensor:
@@ -216,12 +226,11 @@ def distilled_sets(distilled: DistilledSet, data: ImageClassificationData, teach
     `--init real`, labelled by `teacher`, paired run by run with `distilled`); `random_draws` (a new real subset per
     run, labelled by `teacher`)."""
     preprocessing = distilled.preprocessing
-    subset = sample_real_subset(data.train_labels, distilled.ipc, data.num_classes, torch.Generator().manual_seed(seed))
-    subset_images = preprocessing(data.train_images[subset])
+    subset_images, subset_labels = real_start(data, distilled.ipc, preprocessing, torch.Generator().manual_seed(seed))
     return {
         "distilled": LabelledSet(distilled.images, distilled.labels, distilled.soft_labels),
         "distilled_8bit": LabelledSet(preprocessing(distilled.pixels_uint8()), distilled.labels, distilled.soft_labels),
-        "random_subset": LabelledSet(subset_images, data.train_labels[subset],
+        "random_subset": LabelledSet(subset_images, subset_labels,
                                      predict(teacher, subset_images, autocast=autocast)),
         "random_draws": random_draws(data, distilled.ipc, seed, preprocessing, teacher, device=device,
                                      autocast=autocast),
@@ -326,12 +335,15 @@ def evaluate_distilled(distilled: DistilledSet, data: ImageClassificationData, t
 
 
 def _estimate_after_first_epoch(plan: EvalPlan, world: int, compiled: bool) -> Callable[[int], None]:
-    """An `on_epoch_end` hook that logs the evaluation's expected duration once its first epoch is done."""
-    start = time.perf_counter()
+    """An `on_epoch_end` hook that logs the evaluation's expected duration once its first epoch is done (its second,
+    timed alone, when `compiled`: the first one compiles the model)."""
+    last_end = [time.perf_counter()]
 
     def hook(epoch: int) -> None:
-        if epoch == 1:
-            logger.info(plan.estimate(time.perf_counter() - start, world, compiled=compiled))
+        now = time.perf_counter()
+        if epoch == 1 + compiled:
+            logger.info(plan.estimate(now - last_end[0], world, compiled=compiled))
+        last_end[0] = now
     return hook
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .files import write_json
-from .ranking import RankingScores, dataset_name, score_rows
+from .ranking import RankingScores, attach_scores, dataset_name
 
 
 @dataclass
@@ -64,9 +64,7 @@ def append_leaderboard(path: str | os.PathLike, rows: list[ScoreRow]) -> Path:
     for row in rows:
         if _untimed(row) not in [_untimed(r) for r in existing]:
             existing.append(row)
-    found = score_rows(existing)
-    for index, row in enumerate(existing):
-        row.scores = found.get(index)
+    attach_scores(existing)
     write_json(path, {"rows": [row.to_dict() for row in existing]})
     return Path(path)
 
@@ -161,9 +159,7 @@ def render_leaderboard(path: str | os.PathLike, by_architecture: bool = False, s
         footer += (f"\n\nLeft out: {len(stale)} row(s) trained on another definition of "
                    f"{', '.join(sorted({r.model for r in stale}))} than the latest (`model_fingerprint`).")
     if scores:
-        found = score_rows(rows)
-        for index, row in enumerate(rows):
-            row.scores = found.get(index)
+        attach_scores(rows)
         footer += ("\n\nDD-Ranking's scores (arXiv 2505.13300; fractions, mean ± std over runs; README: Scores):\n\n"
                    + render_scores(rows))
     if by_architecture:

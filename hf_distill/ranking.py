@@ -86,6 +86,12 @@ def source_key(row: "ScoreRow") -> tuple:
     return dataset_name(row.dataset), row.test_split, row.test_size
 
 
+def full_data_key(row: "ScoreRow") -> tuple:
+    """What ties a set row to its full-train-split row (HLR's reference): source data, input space, architecture
+    (and its definition)."""
+    return (*source_key(row), row.space, row.model, row.model_fingerprint)
+
+
 def _setting(row: "ScoreRow") -> tuple:
     """What a set row and its baselines share: source data, input space, IPC, architecture (and its definition),
     epochs, number of runs, and last the lr (which a `hard` row may not share)."""
@@ -101,7 +107,7 @@ def score_rows(rows: list["ScoreRow"]) -> dict[int, RankingScores]:
     that recorded no input space (`space`: written before it was kept) get and give no scores."""
     known = [r for r in rows if r.space is not None]  # pairs in an unknown input space may mix spaces
     randoms = {(_setting(r), r.protocol, r.augmentation): r for r in known if r.set == RANDOM_SUBSET_ROW}
-    full = {(*source_key(r), r.space, r.model, r.model_fingerprint): r for r in known if r.method == FULL_DATA_METHOD}
+    full = {full_data_key(r): r for r in known if r.method == FULL_DATA_METHOD}
     sets = {(r.fingerprint, _setting(r), r.protocol, r.augmentation): r for r in known
             if r.set != RANDOM_SUBSET_ROW and r.model != "-" and r.method != FULL_DATA_METHOD}
     hards = {(r.fingerprint, *_setting(r)[:-1], r.augmentation): r for r in sets.values() if r.protocol == "hard"}
@@ -115,7 +121,7 @@ def score_rows(rows: list["ScoreRow"]) -> dict[int, RankingScores]:
         iors = ior(row.runs, random.runs) if random else None
         found.ior = Summary.of(iors) if iors else None
         hard = hards.get((row.fingerprint, *_setting(row)[:-1], row.augmentation))
-        reference = full.get((*source_key(row), row.space, row.model, row.model_fingerprint))
+        reference = full.get(full_data_key(row))
         if hard and reference:
             hlrs = hlr(reference.mean, hard.runs)
             found.hlr = Summary.of(hlrs)
@@ -127,3 +133,10 @@ def score_rows(rows: list["ScoreRow"]) -> dict[int, RankingScores]:
         if found:
             scores[index] = found
     return scores
+
+
+def attach_scores(rows: list["ScoreRow"]) -> None:
+    """Set each row's `scores` from `score_rows(rows)`, clearing those of rows that no longer have the rows they need."""
+    found = score_rows(rows)
+    for index, row in enumerate(rows):
+        row.scores = found.get(index)

@@ -20,7 +20,7 @@ from .evaluation import (NO_AUGMENTATION, PROTOCOL_ALIASES, PROTOCOLS, EvalJob, 
 from .host import hardware_description
 from .leaderboard import ScoreRow, append_leaderboard, read_rows, render_rows, render_scores
 from .models import create_model
-from .ranking import FULL_DATA_METHOD, RANDOM_SUBSET_ROW, score_rows, source_key
+from .ranking import FULL_DATA_METHOD, RANDOM_SUBSET_ROW, attach_scores, full_data_key
 from .records import Summary
 from .sets import SetToScore, fingerprint, read_set, same_space, space_name, space_warning
 from .teachers import TEACHER_LR, TeacherPool, TeacherSpec, train_teacher
@@ -123,6 +123,7 @@ def evaluate_set(
     teacher_models, teacher_configs = pool.load(data, device) if pool else ([], [])
     pool_print = pool_fingerprint(teacher_models) if pool else None
     models = models or ["convnet4" if data.resolution >= 64 else "convnet3"]
+    model_prints = {model: model_fingerprint(model) for model in models}
     common = dict(test_split=str(data.source.get("test_split")), hardware=hardware_description(),
                   dataset=str(data.source.get("dataset")), test_size=len(data.test_labels))
     existing = read_rows(leaderboard) if leaderboard else []
@@ -136,7 +137,7 @@ def evaluate_set(
     for key, protocol in chosen.items():
         for model in models:
             row = dict(protocol=protocol.name, model=model, epochs=protocol.epochs, lr=protocol.lr, mean=0.0, std=0.0,
-                       runs=[0.0] * num_runs, model_fingerprint=model_fingerprint(model), **common,
+                       runs=[0.0] * num_runs, model_fingerprint=model_prints[model], **common,
                        augmentation=None if protocol.augmentation == DEFAULT_STRATEGY else protocol.augmentation)
             planned["set", key, model] = ScoreRow(scored.name, scored.method, scored.ipc,
                                                   fingerprint=scored.fingerprint, **row)
@@ -148,8 +149,8 @@ def evaluate_set(
             planned["random_subset", key, model] = ScoreRow(RANDOM_SUBSET_ROW, "real images", scored.ipc,
                                                             fingerprint=pool_print if protocol.soft else None, **row)
     done = {group: next((r for r in existing if r.same_training(template)), None) for group, template in planned.items()}
-    full = {model: _full_data_row(model, data, scored, pool, teacher_models, teacher_configs, common, existing, notes)
-            for model in models} if scores else {}
+    full = {model: _full_data_row(model, model_prints[model], data, scored, pool, teacher_models, teacher_configs,
+                                  common, existing, notes) for model in models} if scores else {}
     kept = sum(row is not None for row in done.values()) + sum(source == "kept" for _, source in full.values())
     if kept:
         notes.append(f"{kept} row(s) already in {leaderboard} were not trained again.")
@@ -184,28 +185,28 @@ def evaluate_set(
         if leaderboard:
             append_leaderboard(leaderboard, [full[model][0]])
     rows += [row for row, _ in full.values()] + [done[group] for group in planned]
-    for index, found in score_rows(rows).items():
-        rows[index].scores = found
+    attach_scores(rows)
     if leaderboard:  # the teachers' row and a reused full-train-split row; rows already there are not added twice
         append_leaderboard(leaderboard, rows)
     return SetEvaluation(rows, notes)
 
 
-def _full_data_row(model: str, data: ImageClassificationData, scored: SetToScore, pool: TeacherPool | None,
-                   teachers: list[torch.nn.Module], configs: list, common: dict, existing: list[ScoreRow],
-                   notes: list[str]) -> tuple[ScoreRow, str]:
-    """The `hard` row of a `model` trained on the whole train split in the set's input space (HLR's reference), and
-    where it comes from: the one `existing` has ('kept'), one from a teacher of `pool` of this architecture (default
-    width) and the set's preprocessing ('reused'), else a template still to train ('train': `_train_full_data`)."""
+def _full_data_row(model: str, model_print: str, data: ImageClassificationData, scored: SetToScore,
+                   pool: TeacherPool | None, teachers: list[torch.nn.Module], configs: list, common: dict,
+                   existing: list[ScoreRow], notes: list[str]) -> tuple[ScoreRow, str]:
+    """The `hard` row of a `model` (whose `model_fingerprint` is `model_print`) trained on the whole train split in
+    the set's input space (HLR's reference), and where it comes from: the one `existing` has ('kept'), one from a
+    teacher of `pool` of this architecture (default width) and the set's preprocessing ('reused'), else a template
+    still to train ('train': `_train_full_data`)."""
     template = ScoreRow(f"full train split ({len(data.train_labels):,} images)", FULL_DATA_METHOD, 0, "hard", model,
-                        0.0, 0.0, [0.0], epochs=FULL_DATA_EPOCHS, lr=TEACHER_LR, model_fingerprint=model_fingerprint(model),
-                        **common)
-    found = next((r for r in existing if r.method == FULL_DATA_METHOD and r.model == model and r.space == template.space
-                  and r.model_fingerprint == template.model_fingerprint and source_key(r) == source_key(template)), None)
+                        0.0, 0.0, [0.0], epochs=FULL_DATA_EPOCHS, lr=TEACHER_LR, model_fingerprint=model_print, **common)
+    found = next((r for r in existing if r.method == FULL_DATA_METHOD and full_data_key(r) == full_data_key(template)),
+                 None)
     if found is not None:
         return found, "kept"
-    reusable = [(t, c) for t, c in zip(teachers, configs) if c.architecture == model and not c.model_kwargs
-                and same_space(pool.preprocessing, scored.preprocessing)] if pool else []
+    same_input = pool is not None and same_space(pool.preprocessing, scored.preprocessing)
+    reusable = [(t, c) for t, c in zip(teachers, configs)
+                if same_input and c.architecture == model and not c.model_kwargs]
     if not reusable:
         return template, "train"
     teacher, config = reusable[0]

@@ -27,7 +27,7 @@ from .checkpoints import (LoopState, list_checkpoints, resumable_checkpoint, rng
                           save_checkpoint)
 from .data import ImageClassificationData, load_image_dataset
 from .distilled import DistilledSet
-from .evaluation import collect, evaluate_distilled, format_table, tracker_scalars
+from .evaluation import collect, evaluate_distilled, format_table, real_start, tracker_scalars
 from .export import RunOutputsMixin
 from .host import clock
 from .models import create_model
@@ -250,7 +250,7 @@ class DistillationTrainer(RunOutputsMixin):
         images = loop.images.detach()
         soft_labels = predict(teachers[0], images, autocast=acc.autocast)
         if args.real_scale_labels:
-            real, _ = initial_images(self.data, args.ipc, "real", self.preprocessing, torch.Generator().manual_seed(args.seed))
+            real, _ = real_start(self.data, args.ipc, self.preprocessing, torch.Generator().manual_seed(args.seed))
             soft_labels = soft_labels * (predict(teachers[0], real.to(acc.device), autocast=acc.autocast).std() /
                                          soft_labels.std())
         self.distilled = DistilledSet(images.cpu(), labels.cpu(), soft_labels, self.preprocessing, self.data.class_names,

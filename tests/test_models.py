@@ -52,6 +52,16 @@ def test_resnet18_small_has_pytorch_default_init():
     assert all(bool((block.bn2.weight == 1).all()) for layer in (model.layer1, model.layer4) for block in layer)
 
 
+def test_alexnet_small_starts_off_the_plateau():
+    """He-normal convs: at init its logits differ across images (PyTorch's default init gives them a spread of about
+    0.001 on these inputs, which L1 training does not escape for tens of epochs: benchmarks/plateau.py)."""
+    torch.manual_seed(0)
+    model = create_model("alexnet_small", num_classes=10, in_chans=3, img_size=32)
+    images = 0.25 * torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # ZCA images' scale
+    with torch.no_grad():
+        assert model(images).std(0).mean().item() > 0.03
+
+
 def test_any_timm_model_is_accepted():
     assert create_model("resnet10t", num_classes=10, in_chans=1, img_size=32)(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 

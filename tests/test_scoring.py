@@ -1,6 +1,7 @@
 """`evaluate_set` / `hf-distill evaluate`: any set under a named protocol, with its baselines, and the leaderboard."""
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -245,8 +246,22 @@ def test_the_duration_estimate_names_what_it_was_measured_on():
         "First evaluation model took 60.0 s with its test scoring: the evaluation should take about 2.0 min (2 models "
         "on 1 process(es)) (measured on alexnet_small: the 1 other architecture(s) may cost far more or less).")
     alone = evaluation.EvalPlan(jobs[:1], evaluation.PROTOCOLS, steps_per_epoch=1)
-    assert alone.estimate(0.5, compiled=True).endswith("test scoring comes on top (it includes compiling alexnet_small).")
+    assert alone.estimate(60.0, whole_model=True, compiled=True).endswith("(it includes compiling alexnet_small).")
+    assert alone.estimate(0.5, compiled=True) == (  # from the second epoch: the first one compiles
+        "Second evaluation epoch took 0.50 s: training the 1 models should take about 8.3 min on 1 process(es); "
+        "compiling and test scoring come on top.")
     assert alone.estimate(0.5).endswith("should take about 8.3 min on 1 process(es); test scoring comes on top.")
+
+
+def test_a_compiled_evaluation_is_estimated_from_its_second_epoch(monkeypatch, caplog):
+    plan = evaluation.EvalPlan([evaluation.EvalJob("set", "hard", "convnet3", 0)], evaluation.PROTOCOLS, 1)
+    clock = iter([0.0, 50.0, 50.5, 51.0])  # the first epoch compiles (50 s), the next ones take 0.5 s
+    monkeypatch.setattr(evaluation.time, "perf_counter", lambda: next(clock))
+    hook = evaluation._estimate_after_first_epoch(plan, 1, compiled=True)
+    with caplog.at_level(logging.INFO, logger="hf_distill.evaluation"):
+        for epoch in (1, 2, 3):
+            hook(epoch)
+    assert [r.getMessage() for r in caplog.records] == [plan.estimate(0.5, compiled=True)]
 
 
 # ------------------------------------------------------------------------------- sets in other layouts

@@ -13,7 +13,12 @@ __all__ = ["SmallAlexNet"]
 
 
 class SmallAlexNet(FlatHeadNet):
-    """Five convs (5x5, 5x5, 3x3, 3x3, 3x3) with three 2x2 max-pools and a linear head."""
+    """Five convs (5x5, 5x5, 3x3, 3x3, 3x3) with three 2x2 max-pools and a linear head.
+
+    The convolutions start from He-normal weights and zero biases: with PyTorch's default initialisation and no
+    normalisation layer, a model trained with L1 on soft labels gives every image the same logits for tens of epochs
+    (benchmarks/plateau.py), so whether it learns at all is luck.
+    """
 
     def __init__(
         self,
@@ -40,6 +45,10 @@ class SmallAlexNet(FlatHeadNet):
         layers = block(in_chans, 128, 5, True) + block(128, 192, 5, True) + block(192, 256, 3, False)
         layers += block(256, 192, 3, False) + block(192, 192, 3, True)
         super().__init__(nn.Sequential(*layers), 192 * (size // 8) ** 2, num_classes)
+        for module in self.features:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
 
 default_cfgs = generate_default_cfgs({"alexnet_small": small_cfg()})
