@@ -37,6 +37,7 @@ import os
 import pickle
 import re
 import runpy
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -58,7 +59,8 @@ EDITS = {  # file -> (pattern, replacement): our settings, see the module docstr
 def write_batches(source: str, out: Path) -> None:
     """`source`'s train and test splits as cifar-10-batches-py pickles (rows of R, G, B planes, uint8)."""
     folder = out / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
+    partial = out / "cifar-10-batches-py.partial"  # renamed once every file is written
+    partial.mkdir(parents=True, exist_ok=True)
     ds = datasets.load_dataset(source)
     names = ds["train"].features["label"].names
 
@@ -68,13 +70,16 @@ def write_batches(source: str, out: Path) -> None:
 
     images, labels = rows("train")
     for k, part in enumerate(np.array_split(np.arange(len(labels)), 5), start=1):
-        with open(folder / f"data_batch_{k}", "wb") as f:
+        with open(partial / f"data_batch_{k}", "wb") as f:
             pickle.dump({"data": images[part], "labels": [labels[i] for i in part]}, f)
     test_images, test_labels = rows("test")
-    with open(folder / "test_batch", "wb") as f:
+    with open(partial / "test_batch", "wb") as f:
         pickle.dump({"data": test_images, "labels": test_labels}, f)
-    with open(folder / "batches.meta", "wb") as f:
+    with open(partial / "batches.meta", "wb") as f:
         pickle.dump({"label_names": names}, f)
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
     print(f"{out}: {len(labels):,} train and {len(test_labels):,} test images, classes {names}")
 
 

@@ -337,13 +337,14 @@ def evaluate_distilled(distilled: DistilledSet, data: ImageClassificationData, t
 def _estimate_after_first_epoch(plan: EvalPlan, world: int, compiled: bool) -> Callable[[int], None]:
     """An `on_epoch_end` hook that logs the evaluation's expected duration once its first epoch is done (its second,
     timed alone, when `compiled`: the first one compiles the model)."""
-    last_end = [time.perf_counter()]
+    last_end = time.perf_counter()
 
     def hook(epoch: int) -> None:
+        nonlocal last_end
         now = time.perf_counter()
         if epoch == 1 + compiled:
-            logger.info(plan.estimate(now - last_end[0], world, compiled=compiled))
-        last_end[0] = now
+            logger.info(plan.estimate(now - last_end, world, compiled=compiled))
+        last_end = now
     return hook
 
 
