@@ -94,6 +94,11 @@ def targets(labels: str, images: torch.Tensor, teacher: torch.nn.Module,
     raise SystemExit(f"error: --labels {labels!r}: use teacher, teacher@S, hard, kd:T or own.")
 
 
+def read_rows(out: Path) -> list[dict]:
+    """The rows already in the results file `out` (none if there is none)."""
+    return json.loads(out.read_text()) if out.exists() else []
+
+
 def table(rows: list[dict]) -> str:
     """The rows as a Markdown table, in the order they were scored. `- start` is the paired difference with the
     starting images (iteration 0) under the same settings, run by run (same model seeds): mean ± std."""
@@ -129,7 +134,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="only print the rows of --out as a Markdown table")
     opts = parser.parse_args()
     out = opts.out or HERE / "results" / "transfer" / f"{opts.run.name}.json"
-    rows = json.loads(out.read_text()) if out.exists() else []
+    rows = read_rows(out)
     if opts.table:
         print(table(rows))
         return
@@ -177,7 +182,7 @@ def main() -> None:
                                                  model_kwargs=kwargs))
                 row = {**key, **Summary.of(scores).to_dict(), "seconds": time.perf_counter() - began,
                        "test_size": len(data.test_labels), "hardware": hardware_description()}
-                rows.append(row)
+                rows = read_rows(out) + [row]  # read again: another call may have added rows meanwhile
                 write_json(out, rows)
                 print(f"images {image_spec:>6} labels {labels:<12} {model:<15} {row['mean']:5.1f} +- {row['std']:.1f} "
                       f"({opts.runs} run(s), {opts.epochs} ep, lr {lr}, augment {not opts.no_augment}, {opts.split}, "
